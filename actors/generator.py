@@ -1,0 +1,83 @@
+"""RolloutGenerator: one vLLM engine per actor; samples, greedy answers, weight reloads, probes."""
+from __future__ import annotations
+
+import os
+
+import ray
+
+from learners.rollout import RolloutBatch
+
+# vLLM on CPU inside an actor: keep the engine in-process (no spawn), give it a small
+# KV cache, and let several engines share cores instead of pinning threads.
+VLLM_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@ray.remote
+class RolloutGenerator:
+    def __init__(self, model_dir: str, seed: int, max_model_len: int, threads: int = 1):
+        for key, value in VLLM_ENV.items():
+            os.environ.setdefault(key, value)
+        import torch
+        from vllm import LLM
+
+        torch.set_num_threads(threads)
+        self.llm = LLM(
+            model=model_dir, dtype="float32", enforce_eager=True, seed=seed,
+            max_model_len=max_model_len, worker_extension_cls="actors.vllm_ext.WeightReloader",
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.version = 0
+
+    def _prompts(self, prompts: list[str]):
+        from vllm.inputs import TokensPrompt
+
+        return [TokensPrompt(prompt_token_ids=self.tokenizer(p)["input_ids"]) for p in prompts]
+
+    def generate(self, rows: list[dict], n: int, temperature: float, max_tokens: int) -> RolloutBatch:
+        """n samples per row, with the behaviour log-prob of every sampled token."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, logprobs=0)
+        outs = self.llm.generate(self._prompts([r["prompt"] for r in rows]), params, use_tqdm=False)
+        batch = RolloutBatch([], [], [], [], [], [], self.version)
+        for group, (row, out) in enumerate(zip(rows, outs)):
+            for sample in out.outputs:
+                ids = list(sample.token_ids)
+                batch.prompt_ids.append(list(out.prompt_token_ids))
+                batch.response_ids.append(ids)
+                batch.behaviour_logprobs.append([lp[t].logprob for lp, t in zip(sample.logprobs, ids)])
+                batch.group_ids.append(group)
+                batch.texts.append(sample.text)
+                batch.metadata.append(row)
+        return batch
+
+    def greedy(self, prompts: list[str], max_tokens: int) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+        outs = self.llm.generate(self._prompts(prompts), params, use_tqdm=False)
+        return [o.outputs[0].text for o in outs]
+
+    def load_weights(self, blob: bytes, version: int) -> int:
+        """Reload every parameter in place from safetensors bytes; the engine keeps running."""
+        self.llm.collective_rpc("reload_from_bytes", args=(blob,))
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        self.version = version
+        return version
+
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Log-prob of each token after the first, as the engine computes them."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=token_ids)],
+                                SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
+        return [lp[t].logprob for lp, t in zip(out.prompt_logprobs[1:], token_ids[1:])]
+
+    def get_version(self) -> int:
+        return self.version

@@ -1,0 +1,37 @@
+"""Learner actor: holds the policy, reference model and optimizer; logic in learners.trainer."""
+from __future__ import annotations
+
+import hashlib
+
+import ray
+
+from learners.rollout import RolloutBatch
+from learners.trainer import PolicyTrainer, UpdateSettings
+
+
+@ray.remote
+class Learner:
+    def __init__(self, model_dir: str, settings: UpdateSettings, threads: int = 1):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.trainer = PolicyTrainer(model_dir, settings)
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        return self.trainer.update(batch)
+
+    def export(self) -> bytes:
+        return self.trainer.export()
+
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        return self.trainer.probe_logprobs(token_ids)
+
+    def weights_digest(self) -> str:
+        return hashlib.sha256(self.trainer.export()).hexdigest()
+
+    def get_version(self) -> int:
+        return self.trainer.version
+
+    def save(self, out_dir: str) -> str:
+        self.trainer.save(out_dir)
+        return out_dir

@@ -1,0 +1,1 @@
+"""Driver side: config, CLI, controller loop, weight sync, metrics, reports."""

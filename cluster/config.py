@@ -1,0 +1,219 @@
+"""Run config: YAML → pydantic models. Every mistake fails before anything starts, naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from learners.algos import advantage_estimators, kl_estimators
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(Section):
+    model_dir: Path
+    """Hugging Face model directory (config.json, safetensors, tokenizer) loaded by vLLM and transformers."""
+
+    @field_validator("model_dir")
+    @classmethod
+    def _model_dir_exists(cls, v: Path) -> Path:
+        if not v.is_dir():
+            raise ValueError(f"model directory {str(v)!r} does not exist; build it (make demo does) or fix the path")
+        if not (v / "config.json").is_file():
+            raise ValueError(f"{str(v)!r} has no config.json; point it at a Hugging Face model directory")
+        return v
+
+
+class DataConfig(Section):
+    train_path: Path
+    """JSONL of prompt rows: {"prompt": ..., "answer": ..., "kind": "math"}."""
+    eval_path: Path
+    """JSONL of held-out rows for greedy accuracy; never trained on."""
+    shuffle_seed: int = 0
+    """Seed for the order in which training prompts are drawn."""
+
+    @field_validator("train_path", "eval_path")
+    @classmethod
+    def _exists(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(f"data file {str(v)!r} does not exist")
+        return v
+
+
+class RolloutConfig(Section):
+    num_generators: int = Field(2, ge=1, le=256)
+    """vLLM RolloutGenerator actors; prompts of a step are split among them."""
+    prompts_per_step: int = Field(16, ge=1)
+    """Prompts sampled per RL step."""
+    samples_per_prompt: int = Field(16, ge=2)
+    """Group size G: samples per prompt (GRPO normalises within a group, so at least 2)."""
+    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    """Sampling temperature for rollouts (held-out evaluation is always greedy)."""
+    max_new_tokens: int = Field(4, ge=1)
+    """Longest response in tokens."""
+    max_model_len: int = Field(64, ge=8)
+    """vLLM context length: prompt plus response."""
+
+
+class RewardConfig(Section):
+    kind: Literal["math"] = "math"
+    """Reward source. `math`: final answer checked against the row's `answer` with math-verify."""
+    timeout_s: float = Field(5.0, gt=0.0, le=600.0)
+    """Per-sample limit on the math check; a sample past it scores 0 with status `timeout`."""
+
+
+class AlgorithmConfig(Section):
+    estimator: str = "grpo"
+    """Advantage estimator: grpo (group-normalised) or rloo (leave-one-out baseline)."""
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
+    """PPO clip range ε for the importance ratio."""
+    kl_coef: float = Field(0.01, ge=0.0)
+    """Weight β of the KL penalty to the frozen reference model."""
+    kl_estimator: str = "k3"
+    """Per-token KL estimator: k1 or k3."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator(cls, v: str) -> str:
+        if v not in advantage_estimators.names():
+            raise ValueError(f"unknown estimator {v!r}; use one of: {', '.join(advantage_estimators.names())}")
+        return v
+
+    @field_validator("kl_estimator")
+    @classmethod
+    def _kl(cls, v: str) -> str:
+        if v not in kl_estimators.names():
+            raise ValueError(f"unknown KL estimator {v!r}; use one of: {', '.join(kl_estimators.names())}")
+        return v
+
+
+class LearnerConfig(Section):
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    """Gradient-norm clip."""
+    epochs: int = Field(1, ge=1, le=16)
+    """Optimizer steps per rollout batch (1 = on-policy)."""
+    micro_batch_size: int = Field(256, ge=1)
+    """Samples per forward/backward; gradients accumulate over the batch."""
+
+
+class ResourcesConfig(Section):
+    generator_cpus: float = Field(0.5, gt=0.0)
+    """Ray CPUs reserved by each generator actor."""
+    learner_cpus: float = Field(1.0, gt=0.0)
+    verifier_cpus: float = Field(0.25, gt=0.0)
+    generator_gpus: float = Field(0.0, ge=0.0)
+    """GPUs per generator on a cluster (0 on the CPU demo)."""
+    learner_gpus: float = Field(0.0, ge=0.0)
+    threads_per_actor: int = Field(1, ge=1)
+    """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
+
+
+class LoggingConfig(Section):
+    output_dir: Path = Path("runs")
+    """Runs go to <output_dir>/<run_name>: metrics.jsonl, report.md, report.png, checkpoint/."""
+    run_name: str | None = None
+    """Defaults to the config file name plus a timestamp."""
+    eval_every: int = Field(10, ge=1)
+    """Greedy held-out accuracy every K steps (and at step 0 and the end)."""
+    eval_size: int = Field(200, ge=1)
+    """Held-out prompts per evaluation."""
+    parity_every: int = Field(10, ge=1)
+    """Check generator/learner log-prob parity after every N-th weight sync."""
+    parity_tol: float = Field(1e-3, gt=0.0)
+    """Largest allowed |Δ log-prob| on the probe sequence (fp32)."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+
+class RunConfig(Section):
+    steps: int = Field(100, ge=1)
+    """RL steps (one optimizer update and one weight sync each)."""
+    seed: int = 0
+    policy: PolicyConfig
+    data: DataConfig
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    learner: LearnerConfig = LearnerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+class ConfigError(Exception):
+    """A config that cannot run; the message names the file, line and key path."""
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+        lines = key_lines(yaml.compose(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_errors(path, e, lines)) from None
+
+
+def set_dotted(raw: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path in a YAML node tree to its 1-based line."""
+    out: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            path = prefix + (k.value,)
+            out[path] = k.start_mark.line + 1
+            out.update(key_lines(v, path))
+    return out
+
+
+def allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int]) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc) or "(top level)"
+        line = lines.get(loc)
+        where = f"{path}:{line}" if line else str(path)
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed here: {', '.join(allowed_keys(loc))}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+        msgs.append(f"{where}: {key}: {msg}")
+    return "invalid config\n  " + "\n  ".join(msgs)

@@ -1,0 +1,133 @@
+"""The RL loop on the driver: sample prompts → generate → reward → learn → sync weights."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import ray
+
+from actors.generator import RolloutGenerator
+from actors.learner import Learner
+from actors.verifier import MathVerifier
+from cluster.config import RunConfig
+from cluster.data import PromptSampler, read_rows
+from cluster.metrics import MetricsLog
+from cluster.weight_sync import ObjectStoreSync
+from learners.rollout import RolloutBatch
+from learners.trainer import UpdateSettings
+
+
+def split(items: list, parts: int) -> list[list]:
+    """Contiguous near-equal shards (empty shards dropped)."""
+    size, rem = divmod(len(items), parts)
+    out, lo = [], 0
+    for i in range(parts):
+        hi = lo + size + (1 if i < rem else 0)
+        out.append(items[lo:hi])
+        lo = hi
+    return [s for s in out if s]
+
+
+def update_settings(cfg: RunConfig) -> UpdateSettings:
+    a, lr = cfg.algorithm, cfg.learner
+    return UpdateSettings(
+        lr=lr.lr, weight_decay=lr.weight_decay, max_grad_norm=lr.max_grad_norm, clip_eps=a.clip_eps,
+        kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, advantage_estimator=a.estimator,
+        epochs=lr.epochs, micro_batch_size=lr.micro_batch_size, seed=cfg.seed,
+    )
+
+
+class Controller:
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
+        self.train_rows = read_rows(cfg.data.train_path)
+        self.eval_rows = read_rows(cfg.data.eval_path)[: cfg.logging.eval_size]
+        self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)
+        self.generators = [
+            RolloutGenerator.options(num_cpus=res.generator_cpus, num_gpus=res.generator_gpus).remote(
+                model_dir, cfg.seed + rank, cfg.rollout.max_model_len, res.threads_per_actor)
+            for rank in range(cfg.rollout.num_generators)
+        ]
+        self.learner = Learner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus).remote(
+            model_dir, update_settings(cfg), res.threads_per_actor)
+        self.verifier = MathVerifier.options(num_cpus=res.verifier_cpus).remote(cfg.reward.timeout_s)
+        self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
+                                    cfg.logging.parity_tol)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name)
+        self.version = 0
+
+    def _probe_ids(self, model_dir: str) -> list[int]:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        row = self.eval_rows[0]
+        return tok(row["prompt"] + str(row["answer"]))["input_ids"] + [tok.eos_token_id]
+
+    def rollout(self, rows: list[dict]) -> RolloutBatch:
+        r = self.cfg.rollout
+        shards = split(rows, len(self.generators))
+        refs = [g.generate.remote(s, r.samples_per_prompt, r.temperature, r.max_new_tokens)
+                for g, s in zip(self.generators, shards)]
+        return RolloutBatch.concat(ray.get(refs))
+
+    def score(self, texts: list[str], rows: list[dict]) -> tuple[list[float], list[str]]:
+        results = ray.get(self.verifier.score.remote(texts, [str(r["answer"]) for r in rows]))
+        return [x.score for x in results], [x.status for x in results]
+
+    def evaluate(self) -> float:
+        prompts = [r["prompt"] for r in self.eval_rows]
+        shards = split(prompts, len(self.generators))
+        refs = [g.greedy.remote(s, self.cfg.rollout.max_new_tokens) for g, s in zip(self.generators, shards)]
+        texts = [t for part in ray.get(refs) for t in part]
+        scores, _ = self.score(texts, self.eval_rows)
+        return sum(scores) / len(scores)
+
+    def step(self, step: int) -> dict:
+        t0 = time.perf_counter()
+        batch = self.rollout(self.sampler.next(self.cfg.rollout.prompts_per_step))
+        t1 = time.perf_counter()
+        batch.rewards, batch.statuses = self.score(batch.texts, batch.metadata)
+        t2 = time.perf_counter()
+        stats = ray.get(self.learner.update.remote(batch))
+        t3 = time.perf_counter()
+        self.version += 1
+        self.sync.push(self.version)
+        record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version}
+        if step % self.cfg.logging.parity_every == 0:
+            record["parity_max_abs_diff"] = self.sync.check_parity()
+        t4 = time.perf_counter()
+        tokens = sum(len(r) for r in batch.response_ids)
+        record.update(
+            reward_mean=sum(batch.rewards) / len(batch),
+            accuracy=sum(s == "passed" for s in batch.statuses) / len(batch),
+            response_len=tokens / len(batch), tokens_per_s=tokens / max(t1 - t0, 1e-9),
+            time_generate=t1 - t0, time_reward=t2 - t1, time_learn=t3 - t2, time_sync=t4 - t3,
+            **stats,
+        )
+        return record
+
+    def run(self, progress: bool) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        ray.get([g.get_version.remote() for g in self.generators] + [self.learner.get_version.remote()])
+        parity0 = self.sync.check_parity()
+        first = self.evaluate()
+        self.metrics.write({"step": 0, "eval_accuracy": first, "parity_max_abs_diff": parity0})
+        bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True)
+        acc = first
+        for step in bar:
+            record = self.step(step)
+            if step % cfg.logging.eval_every == 0 or step == cfg.steps:
+                acc = record["eval_accuracy"] = self.evaluate()
+            self.metrics.write(record)
+            bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
+        ray.get(self.learner.save.remote(str((self.run_dir / "checkpoint").resolve())))
+        return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps}
+
+
+def write_config(cfg: RunConfig, run_dir: Path) -> None:
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))

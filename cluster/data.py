@@ -1,0 +1,49 @@
+"""Prompt rows from JSONL, and a seeded cursor over them that a resumed run can restore."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+
+class DataError(ValueError):
+    pass
+
+
+def read_rows(path: Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
+            if missing:
+                raise DataError(f"{path}:{lineno}: row lacks {', '.join(missing)}; each row needs {required}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+class PromptSampler:
+    """Walks a shuffled order of the rows; reshuffles at each epoch end."""
+
+    def __init__(self, rows: list[dict], seed: int):
+        self.rows = rows
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+        self.epoch = 0
+
+    def next(self, n: int) -> list[dict]:
+        out = []
+        while len(out) < n:
+            if not self.order:
+                self.order = list(range(len(self.rows)))
+                self.rng.shuffle(self.order)
+                self.epoch += 1
+            out.append(self.rows[self.order.pop()])
+        return out

@@ -1,0 +1,37 @@
+"""Per-step metrics: appended to metrics.jsonl and mirrored as Ray dashboard gauges."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+DASHBOARD_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "tokens_per_s",
+                  "eval_accuracy", "time_generate", "time_reward", "time_learn", "time_sync")
+
+
+class MetricsLog:
+    def __init__(self, path: Path, run_name: str):
+        self.path = path
+        self.run_name = run_name
+        self.gauges = {}
+        try:  # dashboard metrics are a nicety; the JSONL file is the record
+            from ray.util.metrics import Gauge
+
+            for key in DASHBOARD_KEYS:
+                self.gauges[key] = Gauge(f"threefold_{key}", description=key, tag_keys=("run",))
+        except Exception:
+            self.gauges = {}
+
+    def write(self, record: dict) -> None:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(clean) + "\n")
+        for key, gauge in self.gauges.items():
+            value = clean.get(key)
+            if isinstance(value, (int, float)):
+                gauge.set(float(value), tags={"run": self.run_name})
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

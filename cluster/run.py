@@ -1,0 +1,46 @@
+"""Starts or joins Ray, runs the controller, writes the report."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from cluster.config import RunConfig
+
+
+def run_dir_for(cfg: RunConfig, default_name: str) -> Path:
+    name = cfg.logging.run_name or f"{default_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    path = cfg.logging.output_dir / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    root = str(Path(__file__).resolve().parent.parent)
+    # Actors import the top-level packages; ship the repo root as working_dir when joining a
+    # cluster, and put it on PYTHONPATH for the embedded one.
+    if address:
+        ray.init(address=address, runtime_env={"working_dir": root, "excludes": [".venv", ".cache", "runs", ".git"]})
+    else:
+        env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+
+
+def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict:
+    from cluster.controller import Controller, write_config
+    from cluster.report import write_report
+
+    start = time.time()
+    run_dir = run_dir_for(cfg, default_name)
+    write_config(cfg, run_dir)
+    init_ray(address)
+    controller = Controller(cfg, run_dir)
+    summary = controller.run(cfg.logging.progress)
+    summary["report"] = str(write_report(run_dir, f"threefold run {run_dir.name}", time.time() - start))
+    summary["run_dir"] = str(run_dir)
+    return summary
