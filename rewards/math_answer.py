@@ -28,7 +28,7 @@ _START_TIMEOUT_S = 120.0  # a fresh interpreter importing sympy is slow on a bus
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _BOXED = re.compile(r"\\boxed\s*\{")
-_ANSWER_IS = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is\s*:?|answer\s*:)([^\n]*)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is\s*:?|answer\s*:)", re.IGNORECASE)
 # A digit or "." right before would make this the tail of another number; "1,000" needs exact groups.
 _NUM = r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?"
 _NUMBER = re.compile(_NUM)
@@ -63,13 +63,14 @@ def _last_boxed(text: str) -> str | None:
 
 
 def _after_answer_is(text: str) -> str | None:
-    matches = list(_ANSWER_IS.finditer(text))
-    if not matches:
+    ends = [m.end() for m in _ANSWER_IS.finditer(text)]  # markers only: a later one on the line wins
+    if not ends:
         return None
-    content = re.split(r"\.(?:\s|$)", matches[-1].group(1))[0]  # stop at the sentence's end
-    content = content.strip().strip("*").strip()  # markdown "**Answer:** 42"
+    line = text[ends[-1]:].split("\n", 1)[0]
+    # Up to the sentence's end; "*" for markdown "**Answer:** 42".
+    content = re.split(r"\.(?:\s|$)", line)[0].strip().strip("*").strip()
     if len(content) >= 2 and content[0] == content[-1] == "$":
-        content = content.strip("$").strip()
+        content = content[1:-1].strip()
     return content or None
 
 
@@ -107,14 +108,12 @@ def check_answer(response: Any, answer: Any, timeout_s: float | None = 5.0) -> R
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
-    extracted = extract_answer(response)
+    extracted, answer = extract_answer(response), _gold_str(answer)
     detail: dict[str, Any] = {"extracted": extracted}
     if extracted is None:
         return RewardResult(0.0, NO_ANSWER, detail)
     if len(extracted) > MAX_ANSWER_CHARS:
-        detail["extracted"] = extracted[:100] + "..."
-        return RewardResult(0.0, ERROR, {**detail, "error": "extracted answer too long"})
-    answer = _gold_str(answer)
+        return RewardResult(0.0, ERROR, {"extracted": extracted[:100] + "...", "error": "answer too long"})
     if answer is None:
         return RewardResult(0.0, ERROR, {**detail, "error": "gold answer missing or not a string"})
     on_main = threading.current_thread() is threading.main_thread()
