@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -14,6 +13,7 @@ HELP = """threefold: RL post-training with human, AI and verifiable feedback on 
 commands:
   train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
   demo-assets           build the demo policy and arithmetic data offline (cached)
+  config-reference      print the config reference (Markdown), as in the README
 """
 
 
@@ -30,6 +30,7 @@ def parse_overrides(items: list[str]) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from cluster.config import ConfigError, load_config
     from cluster.data import DataError
+    from cluster.weight_sync import ParityError
 
     try:
         cfg = load_config(args.config, parse_overrides(args.set))
@@ -39,6 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ParityError as e:
+        print(f"error: weight sync check failed, run stopped: {e}", file=sys.stderr)
+        return 1
     print(f"held-out accuracy {summary['eval_accuracy_start']:.1%} → {summary['eval_accuracy_end']:.1%}; "
           f"report: {summary['report']}")
     return 0
@@ -48,6 +52,13 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
     from cluster.demo_assets import build
 
     build(args.out, force=args.force)
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from cluster.config import reference_markdown
+
+    print(reference_markdown())
     return 0
 
 
@@ -66,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=".cache/demo", help="output directory (default: .cache/demo)")
     d.add_argument("--force", action="store_true", help="rebuild even if the recipe is unchanged")
     d.set_defaults(fn=cmd_demo_assets)
+    r = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
+    r.set_defaults(fn=cmd_config_reference)
     return p
 
 

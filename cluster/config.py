@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -11,7 +11,7 @@ from learners.algos import advantage_estimators, kl_estimators
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class PolicyConfig(Section):
@@ -95,6 +95,7 @@ class LearnerConfig(Section):
     lr: float = Field(1e-4, gt=0.0, le=1.0)
     """AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW decoupled weight decay."""
     max_grad_norm: float = Field(1.0, gt=0.0)
     """Gradient-norm clip."""
     epochs: int = Field(1, ge=1, le=16)
@@ -107,10 +108,13 @@ class ResourcesConfig(Section):
     generator_cpus: float = Field(0.5, gt=0.0)
     """Ray CPUs reserved by each generator actor."""
     learner_cpus: float = Field(1.0, gt=0.0)
+    """Ray CPUs reserved by the learner actor."""
     verifier_cpus: float = Field(0.25, gt=0.0)
+    """Ray CPUs reserved by the math verifier actor."""
     generator_gpus: float = Field(0.0, ge=0.0)
     """GPUs per generator on a cluster (0 on the CPU demo)."""
     learner_gpus: float = Field(0.0, ge=0.0)
+    """GPUs for the learner on a cluster (0 on the CPU demo)."""
     threads_per_actor: int = Field(1, ge=1)
     """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
 
@@ -136,6 +140,7 @@ class RunConfig(Section):
     steps: int = Field(100, ge=1)
     """RL steps (one optimizer update and one weight sync each)."""
     seed: int = 0
+    """Seeds vLLM sampling (generator i uses seed + i) and the learner."""
     policy: PolicyConfig
     data: DataConfig
     rollout: RolloutConfig = RolloutConfig()
@@ -217,3 +222,31 @@ def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int]) -> 
             msg = e["msg"].removeprefix("Value error, ")
         msgs.append(f"{where}: {key}: {msg}")
     return "invalid config\n  " + "\n  ".join(msgs)
+
+
+def type_name(ann) -> str:
+    if get_origin(ann) is Literal:
+        return " or ".join(f"`{a}`" for a in get_args(ann))
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "").replace("|", "or")
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the schema's field docstrings."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            kind = type_name(ann)
+            default = "required" if field.is_required() else f"`{field.default}`"
+            bounds = ", ".join(f"{sym} {getattr(m, attr)}" for m in field.metadata
+                               for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+                               if hasattr(m, attr))
+            doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {kind}{f' ({bounds})' if bounds else ''} | {default} | {doc} |")
+
+    walk(RunConfig, "")
+    return "\n".join(rows)

@@ -21,7 +21,7 @@ class Recipe:
     max_operand: int = 99
     ops: str = "+"
     held_out: int = 500
-    sft_steps: int = 350
+    sft_steps: int = 400
     sft_batch: int = 128
     sft_lr: float = 1e-3
     seed: int = 0

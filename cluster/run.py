@@ -8,6 +8,9 @@ from pathlib import Path
 
 from cluster.config import RunConfig
 
+# What never travels to a cluster with the code (the Ray working_dir limit is 500 MiB).
+SHIP_EXCLUDES = [".venv", ".cache", "runs", ".git", "**/__pycache__"]
+
 
 def run_dir_for(cfg: RunConfig, default_name: str) -> Path:
     name = cfg.logging.run_name or f"{default_name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -24,11 +27,15 @@ def init_ray(address: str | None) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     # Actors import the top-level packages; ship the repo root as working_dir when joining a
     # cluster, and put it on PYTHONPATH for the embedded one.
-    if address:
-        ray.init(address=address, runtime_env={"working_dir": root, "excludes": [".venv", ".cache", "runs", ".git"]})
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # inside `ray job submit`: inherit the job's runtime_env
+        ray.init(address=address or "auto")
+    elif address:
+        ray.init(address=address, runtime_env={"working_dir": root, "excludes": SHIP_EXCLUDES})
     else:
         env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+        ctx = ray.init(runtime_env={"env_vars": env}, log_to_driver=False)
+        if ctx.dashboard_url:
+            print(f"Ray dashboard: http://{ctx.dashboard_url} (threefold_* metrics under Metrics)", flush=True)
 
 
 def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict:

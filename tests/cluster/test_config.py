@@ -110,3 +110,16 @@ def test_cli_exits_nonzero_without_traceback(tmp_path, good, mutate, expect):
     assert expect in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.splitlines()) <= 4
+
+
+def test_readme_config_reference_matches_schema():
+    from cluster.config import reference_markdown
+
+    assert reference_markdown() in (ROOT / "README.md").read_text(), \
+        "README's config reference is stale: paste the output of `threefold config-reference`"
+
+
+def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
