@@ -107,7 +107,7 @@ class LearnerConfig(Section):
 class ResourcesConfig(Section):
     generator_cpus: float = Field(0.5, gt=0.0)
     """Ray CPUs reserved by each generator actor."""
-    learner_cpus: float = Field(1.0, gt=0.0)
+    learner_cpus: float = Field(0.5, gt=0.0)
     """Ray CPUs reserved by the learner actor."""
     verifier_cpus: float = Field(0.25, gt=0.0)
     """Ray CPUs reserved by the math verifier actor."""
@@ -117,6 +117,10 @@ class ResourcesConfig(Section):
     """GPUs for the learner on a cluster (0 on the CPU demo)."""
     threads_per_actor: int = Field(1, ge=1)
     """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
+
+
+    def cpus_needed(self, num_generators: int) -> float:
+        return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus
 
 
 class LoggingConfig(Section):

@@ -55,7 +55,7 @@ def build(out_dir: str | Path = ".cache/demo", recipe: Recipe = Recipe(), force:
     train, held_out = split_rows(arith_rows(recipe.max_operand, recipe.ops, recipe.seed), recipe.held_out)
     tok = build_char_tokenizer()
     model = build_tiny_llama(TinyLlamaSpec(**recipe.model), tok, recipe.seed)
-    bar = tqdm(total=recipe.sft_steps, desc="demo model warm start", dynamic_ncols=True)
+    bar = tqdm(total=recipe.sft_steps, desc="demo model warm start", dynamic_ncols=True, mininterval=1.0)
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)

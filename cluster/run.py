@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cluster.config import RunConfig
+from cluster.config import ConfigError, RunConfig
 
 # What never travels to a cluster with the code (the Ray working_dir limit is 500 MiB).
 SHIP_EXCLUDES = [".venv", ".cache", "runs", ".git", "**/__pycache__"]
@@ -38,6 +38,20 @@ def init_ray(address: str | None) -> None:
             print(f"Ray dashboard: http://{ctx.dashboard_url} (threefold_* metrics under Metrics)", flush=True)
 
 
+def check_capacity(cfg: RunConfig) -> None:
+    """Fail fast instead of waiting forever for actors that cannot be placed."""
+    import ray
+
+    have = ray.cluster_resources().get("CPU", 0.0)
+    need = cfg.resources.cpus_needed(cfg.rollout.num_generators)
+    if need > have:
+        raise ConfigError(
+            f"the actors need {need:g} Ray CPUs (rollout.num_generators × resources.generator_cpus + "
+            f"resources.learner_cpus + resources.verifier_cpus) but this cluster has {have:g}; "
+            "lower those values (fractions are fine) or add nodes"
+        )
+
+
 def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict:
     from cluster.controller import Controller, write_config
     from cluster.report import write_report
@@ -46,6 +60,8 @@ def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict
     run_dir = run_dir_for(cfg, default_name)
     write_config(cfg, run_dir)
     init_ray(address)
+    if not address:
+        check_capacity(cfg)
     controller = Controller(cfg, run_dir)
     summary = controller.run(cfg.logging.progress)
     summary["report"] = str(write_report(run_dir, f"threefold run {run_dir.name}", time.time() - start))

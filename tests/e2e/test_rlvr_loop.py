@@ -18,13 +18,13 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    assets = build(tmp_path_factory.mktemp("demo"), Recipe(sft_steps=60, held_out=64))
+    assets = build(tmp_path_factory.mktemp("demo"), Recipe(held_out=64))
     run_dir = tmp_path_factory.mktemp("run")
     cfg = RunConfig.model_validate({
         "steps": STEPS,
         "policy": {"model_dir": str(assets / "model")},
         "data": {"train_path": str(assets / "data/train.jsonl"), "eval_path": str(assets / "data/eval.jsonl")},
-        "rollout": {"num_generators": 2, "prompts_per_step": 4, "samples_per_prompt": 4},
+        "rollout": {"num_generators": 2, "prompts_per_step": 8, "samples_per_prompt": 8},
         "learner": {"lr": 1e-3},
         "logging": {"eval_every": STEPS, "eval_size": 32, "parity_every": 1, "progress": False},
     })
