@@ -1,16 +1,31 @@
-"""MathVerifier actor: scores responses against reference answers (logic in rewards.math_answer)."""
+"""Verifier actor: runs up to `slots` sandboxed programs at once; logic in rewards.verify."""
 from __future__ import annotations
+
+import asyncio
+import os
 
 import ray
 
 from rewards.math_answer import MathChecker
+from rewards.sandbox import Sandbox
 from rewards.types import RewardResult
+from rewards.verify import VerifySettings, verify_row
 
 
 @ray.remote
-class MathVerifier:
-    def __init__(self, timeout_s: float):
-        self.checker = MathChecker(timeout_s=timeout_s)
+class Verifier:
+    def __init__(self, settings: VerifySettings, slots: int, isolation: str, uid_base: int):
+        self.settings = settings
+        self.sandbox = Sandbox(isolation, slots=slots, uid_base=uid_base)
+        self.checker = MathChecker(timeout_s=settings.math_timeout_s)
 
-    def score(self, responses: list[str], answers: list[str]) -> list[RewardResult]:
-        return self.checker.score(responses, answers)
+    async def verify(self, rows: list[dict]) -> list[dict]:
+        """Rows run concurrently (bounded by the sandbox's slots); results in input order."""
+        return list(await asyncio.gather(*(asyncio.to_thread(verify_row, r, self.sandbox, self.checker, self.settings)
+                                           for r in rows)))
+
+    async def score(self, responses: list[str], answers: list[str]) -> list[RewardResult]:
+        return await asyncio.to_thread(self.checker.score, responses, answers)
+
+    async def info(self) -> dict:
+        return {"mode": self.sandbox.mode, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}

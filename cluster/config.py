@@ -64,6 +64,12 @@ class RewardConfig(Section):
     """Reward source. `math`: final answer checked against the row's `answer` with math-verify."""
     timeout_s: float = Field(5.0, gt=0.0, le=600.0)
     """Per-sample limit on the math check; a sample past it scores 0 with status `timeout`."""
+    verifiers: int = Field(1, ge=1, le=1024)
+    """Verifier actors in the pool (each runs `sandbox_slots` sandboxes at once)."""
+    sandbox_slots: int = Field(2, ge=1, le=64)
+    """Concurrent sandboxed programs per verifier actor."""
+    isolation: Literal["auto", "bwrap", "rlimits", "none"] = "auto"
+    """Sandbox isolation: auto picks the strongest available; `none` runs code unisolated and must be explicit."""
 
 
 class AlgorithmConfig(Section):
@@ -110,7 +116,7 @@ class ResourcesConfig(Section):
     learner_cpus: float = Field(0.5, gt=0.0)
     """Ray CPUs reserved by the learner actor."""
     verifier_cpus: float = Field(0.25, gt=0.0)
-    """Ray CPUs reserved by the math verifier actor."""
+    """Ray CPUs reserved by each verifier actor."""
     generator_gpus: float = Field(0.0, ge=0.0)
     """GPUs per generator on a cluster (0 on the CPU demo)."""
     learner_gpus: float = Field(0.0, ge=0.0)
@@ -119,8 +125,8 @@ class ResourcesConfig(Section):
     """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
 
 
-    def cpus_needed(self, num_generators: int) -> float:
-        return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus
+    def cpus_needed(self, num_generators: int, verifiers: int) -> float:
+        return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus * verifiers
 
 
 class LoggingConfig(Section):

@@ -9,13 +9,14 @@ import ray
 
 from actors.generator import RolloutGenerator
 from actors.learner import Learner
-from actors.verifier import MathVerifier
 from cluster.config import RunConfig
 from cluster.data import PromptSampler, read_rows
 from cluster.metrics import MetricsLog
+from cluster.verifier_pool import VerifierPool
 from cluster.weight_sync import ObjectStoreSync
 from learners.rollout import RolloutBatch
 from learners.trainer import UpdateSettings
+from rewards.verify import VerifySettings
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -53,7 +54,9 @@ class Controller:
         ]
         self.learner = Learner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus).remote(
             model_dir, update_settings(cfg), res.threads_per_actor)
-        self.verifier = MathVerifier.options(num_cpus=res.verifier_cpus).remote(cfg.reward.timeout_s)
+        rw = cfg.reward
+        self.verifiers = VerifierPool(rw.verifiers, rw.sandbox_slots, VerifySettings(math_timeout_s=rw.timeout_s),
+                                      rw.isolation, num_cpus=res.verifier_cpus)
         self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
                                     cfg.logging.parity_tol)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name)
@@ -74,7 +77,7 @@ class Controller:
         return RolloutBatch.concat(ray.get(refs))
 
     def score(self, texts: list[str], rows: list[dict]) -> tuple[list[float], list[str]]:
-        results = ray.get(self.verifier.score.remote(texts, [str(r["answer"]) for r in rows]))
+        results = self.verifiers.score(texts, [str(r["answer"]) for r in rows])
         return [x.score for x in results], [x.status for x in results]
 
     def evaluate(self) -> float:

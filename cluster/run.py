@@ -19,7 +19,7 @@ def run_dir_for(cfg: RunConfig, default_name: str) -> Path:
     return path
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, quiet: bool = False) -> None:
     import ray
 
     if ray.is_initialized():
@@ -33,8 +33,9 @@ def init_ray(address: str | None) -> None:
         ray.init(address=address, runtime_env={"working_dir": root, "excludes": SHIP_EXCLUDES})
     else:
         env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        ctx = ray.init(runtime_env={"env_vars": env}, log_to_driver=False)
-        if ctx.dashboard_url:
+        ctx = ray.init(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=not quiet or None,
+                       logging_level="WARNING" if quiet else "INFO")
+        if ctx.dashboard_url and not quiet:
             print(f"Ray dashboard: http://{ctx.dashboard_url} (threefold_* metrics under Metrics)", flush=True)
 
 
@@ -43,11 +44,11 @@ def check_capacity(cfg: RunConfig) -> None:
     import ray
 
     have = ray.cluster_resources().get("CPU", 0.0)
-    need = cfg.resources.cpus_needed(cfg.rollout.num_generators)
+    need = cfg.resources.cpus_needed(cfg.rollout.num_generators, cfg.reward.verifiers)
     if need > have:
         raise ConfigError(
             f"the actors need {need:g} Ray CPUs (rollout.num_generators × resources.generator_cpus + "
-            f"resources.learner_cpus + resources.verifier_cpus) but this cluster has {have:g}; "
+            f"resources.learner_cpus + reward.verifiers × resources.verifier_cpus) but this cluster has {have:g}; "
             "lower those values (fractions are fine) or add nodes"
         )
 

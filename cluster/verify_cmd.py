@@ -1,0 +1,72 @@
+"""`threefold verify IN.jsonl [-o OUT.jsonl] [--workers N]`: sandboxed code tests and math checks, offline."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+from rewards.verify import VerifySettings, invalid
+
+
+def read_jsonl(path: str) -> list:
+    """Every line becomes a row; a line that is not JSON becomes a marker that verifies as invalid_input."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                rows.append({"__invalid__": f"{path}:{lineno}: not valid JSON ({e.msg})"})
+    return rows
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify", help="run code tests in a sandbox and check math answers (JSONL in, JSONL out)",
+                       description="Verify rows of IN.jsonl; one verdict per input row, in input order.")
+    p.add_argument("input", help="JSONL rows: {id, kind: code, program, tests, limits?} or {id, kind: math, response, answer}")
+    p.add_argument("-o", "--output", default="-", help="output JSONL (default: stdout)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="sandboxes running at once (default: CPU count)")
+    p.add_argument("--actors", type=int, default=1, help="verifier actors the workers are spread over (default 1)")
+    p.add_argument("--isolation", choices=["auto", "bwrap", "rlimits", "none"], default="auto",
+                   help="sandbox isolation (auto: strongest available; none must be asked for explicitly)")
+    p.add_argument("--all-or-nothing", action="store_true", help="reward 1 only when every case passes (default: fraction)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (default: local)")
+    p.set_defaults(fn=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        rows = read_jsonl(args.input)
+    except OSError as e:
+        print(f"error: cannot read {args.input}: {e.strerror}", file=sys.stderr)
+        return 2
+    import ray
+    from tqdm import tqdm
+
+    from cluster.run import init_ray
+    from cluster.verifier_pool import VerifierPool
+
+    init_ray(args.address, quiet=True)
+    slots = max(1, math.ceil(args.workers / args.actors))
+    pool = VerifierPool(args.actors, slots, VerifySettings(all_or_nothing=args.all_or_nothing), args.isolation)
+    bad = {i: invalid(None, r["__invalid__"]) for i, r in enumerate(rows) if isinstance(r, dict) and "__invalid__" in r}
+    todo = [i for i in range(len(rows)) if i not in bad]
+    with tqdm(total=len(rows), desc="verify", unit="row", file=sys.stderr, initial=len(bad)) as bar:
+        got = pool.verify([rows[i] for i in todo], on_done=bar.update)
+    results = dict(bad) | dict(zip(todo, got))
+    lines = "".join(json.dumps(results[i]) + "\n" for i in range(len(rows)))
+    if args.output == "-":
+        sys.stdout.write(lines)
+    else:
+        with open(args.output, "w") as f:
+            f.write(lines)
+    summary = {}
+    for r in results.values():
+        summary[r["status"]] = summary.get(r["status"], 0) + 1
+    print("verify: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items())), file=sys.stderr)
+    ray.shutdown()
+    return 0

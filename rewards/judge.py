@@ -1,0 +1,128 @@
+"""LLM-judge ensemble (RLAIF): pairwise verdicts with order swapping, pointwise scores, metrics.
+
+    ens = JudgeEnsemble(EnsembleConfig.model_validate(yaml.safe_load(open("judges.yaml"))))
+    verdicts = asyncio.run(ens.judge_pairs([(prompt, response_a, response_b), ...]))
+    verdicts[0].winner, verdicts[0].p_a, verdicts[0].votes   # "A" | "B" | "tie" | "abstain"
+
+Every call goes through rewards.judge_client (concurrency limit, timeouts, retries, breaker);
+replies are parsed strictly by rewards.judge_parse and combined by rewards.judge_vote. Nothing
+here raises for a failing endpoint or a bad reply: those become abstentions, visible in the votes.
+Reward shaping from verdicts (vs a reference, group win rate, pointwise) is in rewards.judge_reward.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Sequence
+
+from rewards.judge_client import JudgeClient
+from rewards.judge_config import EnsembleConfig
+from rewards.judge_metrics import JudgeStats
+from rewards.judge_parse import (Parsed, normalise_score, p_first, pairwise_messages, parse_score,
+                                 parse_verdict, pointwise_messages)
+from rewards.judge_vote import ABSTAIN, OrderVerdict, Vote, combine, pair_vote
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """The ensemble's verdict on (prompt, A, B): winner A/B/tie/abstain, P(A) and every judge's vote."""
+
+    winner: str
+    p_a: float | None
+    votes: tuple[Vote, ...]
+
+    def to_dict(self) -> dict:
+        return {"winner": self.winner, "p_a": self.p_a, "votes": [v.to_dict() for v in self.votes]}
+
+
+@dataclass(frozen=True)
+class PointScore:
+    """The ensemble's score in [0, 1] (weighted mean of the judges' normalised scores), or None."""
+
+    score: float | None
+    votes: tuple[Vote, ...]
+
+
+class JudgeEnsemble:
+    """All judges of one EnsembleConfig. `share` divides each judge's max_concurrency (a pool of
+    `share` actors then keeps the endpoint's total in flight within its limit)."""
+
+    def __init__(self, config: EnsembleConfig, share: int = 1):
+        self.config = config
+        self.stats = {j.name: JudgeStats() for j in config.judges}
+        self.clients = [JudgeClient(j, config.retry, config.circuit_breaker, self.stats[j.name])
+                        for j in config.judges]
+        self.set_share(share)
+
+    def set_share(self, share: int) -> None:
+        for c in self.clients:
+            c.set_concurrency(max(1, c.spec.max_concurrency // max(1, share)))
+
+    async def _ask(self, client: JudgeClient, messages: list[dict], parse) -> tuple[Parsed, object]:
+        reply = await client.complete(messages)
+        parsed = Parsed(None, reply.error) if reply.error else parse(reply.text, reply.finish_reason)
+        if parsed.value is None:
+            client.stats.abstains += 1
+        return parsed, reply
+
+    async def _order(self, client: JudgeClient, messages: list[dict]) -> OrderVerdict:
+        parsed, reply = await self._ask(client, messages, parse_verdict)
+        if parsed.value is None:
+            return OrderVerdict(None, None, parsed.reason)
+        if parsed.value != "tie":
+            client.stats.decisive += 1
+            client.stats.first_picks += parsed.value == "A"
+        return OrderVerdict(parsed.value, p_first(reply.text, reply.tokens, parsed.offset))
+
+    async def _pair_vote(self, client: JudgeClient, ab: list[dict], ba: list[dict]) -> Vote:
+        first, second = await asyncio.gather(self._order(client, ab), self._order(client, ba))
+        return pair_vote(client.spec.name, client.spec.weight, first, second)
+
+    async def judge_pair(self, prompt: str, response_a: str, response_b: str) -> PairVerdict:
+        """Every judge sees both orders; their votes are combined by the configured voting rule."""
+        cfg = self.config
+        ab = pairwise_messages(cfg.pairwise_template, cfg.system_prompt, prompt, response_a, response_b)
+        ba = pairwise_messages(cfg.pairwise_template, cfg.system_prompt, prompt, response_b, response_a)
+        votes = await asyncio.gather(*(self._pair_vote(c, ab, ba) for c in self.clients))
+        winner, p_a = combine(votes, cfg.voting, cfg.tie_band)
+        if winner != ABSTAIN:
+            for v in votes:
+                if v.winner != ABSTAIN:
+                    self.stats[v.judge].compared += 1
+                    self.stats[v.judge].agree += v.winner == winner
+        return PairVerdict(winner, p_a, tuple(votes))
+
+    async def judge_pairs(self, rows: Sequence[tuple[str, str, str]]) -> list[PairVerdict]:
+        """Verdicts for (prompt, response_a, response_b) rows, in order, all in flight at once
+        (each judge's concurrency limit decides how many requests actually are)."""
+        return list(await asyncio.gather(*(self.judge_pair(*r) for r in rows)))
+
+    async def _point_vote(self, client: JudgeClient, messages: list[dict]) -> Vote:
+        parsed, _ = await self._ask(client, messages, parse_score)
+        if parsed.value is None:
+            return Vote(client.spec.name, client.spec.weight, ABSTAIN, reason=parsed.reason)
+        return Vote(client.spec.name, client.spec.weight, "score", normalise_score(parsed.value))
+
+    async def score(self, prompt: str, response: str) -> PointScore:
+        """Pointwise: each judge scores 1..10, normalised to [0, 1]; weighted mean over non-abstainers."""
+        cfg = self.config
+        messages = pointwise_messages(cfg.pointwise_template, cfg.system_prompt, prompt, response)
+        votes = await asyncio.gather(*(self._point_vote(c, messages) for c in self.clients))
+        live = [v for v in votes if v.winner != ABSTAIN]
+        total = sum(v.weight for v in live)
+        return PointScore(sum(v.weight * v.p_a for v in live) / total if total else None, tuple(votes))
+
+    async def score_many(self, rows: Sequence[tuple[str, str]]) -> list[PointScore]:
+        return list(await asyncio.gather(*(self.score(*r) for r in rows)))
+
+    def metrics(self) -> dict[str, dict]:
+        """Per-judge latency p50/p95, error and abstain rates, first-position rate, agreement, tokens, cost."""
+        return summarise(self.config, self.stats)
+
+    def breaker_states(self) -> dict[str, str]:
+        return {c.spec.name: c.breaker.state for c in self.clients}
+
+
+def summarise(config: EnsembleConfig, stats: dict[str, JudgeStats]) -> dict[str, dict]:
+    """Readable metrics from raw per-judge stats (e.g. merged from several actors)."""
+    return {j.name: stats.get(j.name, JudgeStats()).summary(j.cost) for j in config.judges}

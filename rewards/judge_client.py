@@ -1,0 +1,243 @@
+"""One judge endpoint, called robustly through the `openai` client.
+
+Each `JudgeClient.complete` is one judge call: it waits for a slot under the judge's concurrency
+limit, then makes up to 1 + max_retries attempts. An attempt is bounded by timeout_s. 429, 5xx,
+timeouts and connection errors are retried after a backoff (a 429's Retry-After is honoured);
+other errors are not. A circuit breaker counts consecutive failed attempts and, once open, fails
+calls at once without sending them; after reset_after_s it lets one probe through, which closes
+it on success. A call never raises for an endpoint problem: it returns a Reply with `error` set.
+The API key is read from the environment at call time and scrubbed from every error message.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import openai
+
+from rewards.judge_config import BreakerConfig, JudgeSpec, RetryConfig
+from rewards.judge_metrics import JudgeStats
+from rewards.judge_parse import TokenLogprob
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+_MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one judge call came back with; `error` is None exactly when there is a reply."""
+
+    text: str | None
+    finish_reason: str | None = None
+    tokens: list[TokenLogprob] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+    retry: bool  # worth another attempt
+    endpoint_down: bool  # counts against the circuit breaker
+    retry_after: float | None = None
+
+
+class CircuitBreaker:
+    """closed → (failure_threshold consecutive failures) → open → (reset_after_s) → half-open: one
+    probe in flight; its success closes the breaker, its failure opens it again."""
+
+    def __init__(self, cfg: BreakerConfig, clock=time.monotonic):
+        self.cfg, self.clock = cfg, clock
+        self.state, self.failures, self.opened_at, self.probing = CLOSED, 0, 0.0, False
+        self.transitions: list[tuple[float, str]] = []  # (clock time, new state)
+
+    def _move(self, state: str) -> None:
+        self.state = state
+        self.transitions.append((self.clock(), state))
+
+    def allow(self) -> bool:
+        """May a request be sent now? In half-open state only the single probe may."""
+        if self.state == OPEN and self.clock() - self.opened_at >= self.cfg.reset_after_s:
+            self._move(HALF_OPEN)
+        if self.state == CLOSED:
+            return True
+        if self.state == HALF_OPEN and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def record(self, endpoint_ok: bool) -> bool:
+        """Record an attempt's outcome; True if this opened the breaker."""
+        self.probing = False
+        if endpoint_ok:
+            self.failures = 0
+            if self.state != CLOSED:
+                self._move(CLOSED)
+            return False
+        self.failures += 1
+        if self.state == HALF_OPEN or (self.state == CLOSED and self.failures >= self.cfg.failure_threshold):
+            self.opened_at = self.clock()
+            self._move(OPEN)
+            return True
+        return False
+
+    def abandon(self) -> None:
+        """An attempt was cancelled before it had an outcome: free the probe slot."""
+        self.probing = False
+
+
+def retry_after_s(headers) -> float | None:
+    """Seconds asked for by Retry-After-Ms / Retry-After (seconds or an HTTP date); None if absent."""
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _classify(exc: Exception) -> _Failure:
+    if isinstance(exc, TimeoutError):
+        return _Failure("timeout", retry=True, endpoint_down=True)
+    if isinstance(exc, openai.APIStatusError):
+        code, body = exc.status_code, str(exc)
+        if code == 429:
+            return _Failure(f"HTTP 429: {body}", True, False, retry_after_s(exc.response.headers))
+        return _Failure(f"HTTP {code}: {body}", retry=code >= 500, endpoint_down=code >= 500)
+    if isinstance(exc, openai.APIConnectionError):
+        return _Failure(f"connection error: {exc}", retry=True, endpoint_down=True)
+    return _Failure(f"malformed reply: {type(exc).__name__}: {exc}", retry=False, endpoint_down=True)
+
+
+def _read(resp) -> Reply:
+    """The parts of a chat completion a judge needs; raises on a malformed one."""
+    choice = resp.choices[0]
+    text = choice.message.content
+    if not isinstance(text, str):
+        raise ValueError("reply has no message content")
+    content = choice.logprobs.content if choice.logprobs is not None else None
+    tokens = [(t.token, t.logprob, tuple((a.token, a.logprob) for a in (t.top_logprobs or [])))
+              for t in content] if content else None
+    usage = resp.usage
+    return Reply(text, choice.finish_reason, tokens,
+                 int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
+
+
+class JudgeClient:
+    """Calls one judge. Metrics go into `stats` (calls, errors, retries, tokens, latency)."""
+
+    def __init__(self, spec: JudgeSpec, retry: RetryConfig, breaker: BreakerConfig,
+                 stats: JudgeStats | None = None, concurrency: int | None = None, clock=time.monotonic):
+        self.spec, self.retry = spec, retry
+        self.stats = stats if stats is not None else JudgeStats()
+        self.breaker = CircuitBreaker(breaker, clock)
+        self.concurrency = concurrency or spec.max_concurrency
+        self._loop = self._client = self._sem = None
+        self._sem_size = 0
+        self._rng = random.Random()
+
+    def set_concurrency(self, n: int) -> None:
+        """New limit on requests in flight; applies to calls that start from now on."""
+        self.concurrency = max(1, int(n))
+
+    def _api_key(self) -> str | None:
+        if self.spec.api_key_env is None:
+            return "EMPTY"  # local servers ignore the key; the client wants one
+        return os.environ.get(self.spec.api_key_env) or None
+
+    def _session(self, key: str) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        """Client and semaphore for the running event loop (both are bound to the loop that made them)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._client.api_key != key:
+            self._client = openai.AsyncOpenAI(api_key=key, base_url=self.spec.base_url, max_retries=0,
+                                              timeout=self.spec.timeout_s + 1.0)
+            self._loop, self._sem = loop, None
+        if self._sem is None or self._sem_size != self.concurrency:
+            self._sem, self._sem_size = asyncio.Semaphore(self.concurrency), self.concurrency
+        return self._client, self._sem
+
+    def _redact(self, message: str) -> str:
+        key = self._api_key()
+        if key and key != "EMPTY":
+            message = message.replace(key, "***")
+        return message[:_MAX_ERROR_CHARS]
+
+    def _request(self, messages: list[dict]) -> dict:
+        kw = {"model": self.spec.model, "messages": messages, "temperature": self.spec.temperature,
+              "max_tokens": self.spec.max_tokens}
+        if self.spec.logprobs:
+            kw.update(logprobs=True, top_logprobs=self.spec.top_logprobs)
+        if self.spec.extra_body:
+            kw["extra_body"] = dict(self.spec.extra_body)
+        return kw
+
+    async def _attempt(self, client: openai.AsyncOpenAI, request: dict) -> tuple[Reply | None, _Failure | None]:
+        try:
+            resp = await asyncio.wait_for(client.chat.completions.create(**request), self.spec.timeout_s)
+            return _read(resp), None
+        except Exception as e:  # anything the endpoint does wrong becomes a classified failure
+            return None, _classify(e)
+        except BaseException:
+            self.breaker.abandon()
+            raise
+
+    def _backoff(self, attempt: int, failure: _Failure) -> float | None:
+        """Seconds to wait before the next attempt; None if a Retry-After asks for too long."""
+        if failure.retry_after is not None:
+            return failure.retry_after if failure.retry_after <= self.retry.max_retry_after_s else None
+        cap = min(self.retry.backoff_max_s, self.retry.backoff_base_s * 2 ** (attempt - 1))
+        return cap * self._rng.uniform(0.5, 1.0)
+
+    def _failed(self, message: str, attempts: int) -> Reply:
+        self.stats.errors += 1
+        return Reply(None, attempts=attempts, error=self._redact(message))
+
+    async def complete(self, messages: list[dict]) -> Reply:
+        """One judge call with retries; never raises for endpoint trouble."""
+        self.stats.calls += 1
+        key = self._api_key()
+        if key is None:
+            return self._failed(f"environment variable {self.spec.api_key_env} (api_key_env) is not set", 0)
+        client, sem = self._session(key)
+        request = self._request(messages)
+        async with sem:
+            start, attempts, last = time.perf_counter(), 0, ""
+            while True:
+                if not self.breaker.allow():
+                    self.stats.rejected += 1
+                    return self._failed("circuit breaker open" + (f" (last error: {last})" if last else ""), attempts)
+                attempts += 1
+                reply, failure = await self._attempt(client, request)
+                if self.breaker.record(failure is None or not failure.endpoint_down):
+                    self.stats.breaker_opens += 1
+                if failure is None:
+                    return self._succeeded(reply, attempts, start)
+                last = failure.message
+                delay = self._backoff(attempts, failure) if failure.retry and attempts <= self.retry.max_retries else -1.0
+                if delay is None:
+                    return self._failed(f"{last} (Retry-After above retry.max_retry_after_s)", attempts)
+                if delay < 0:
+                    return self._failed(last, attempts)
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+
+    def _succeeded(self, reply: Reply, attempts: int, start: float) -> Reply:
+        s = self.stats
+        s.latencies.append(time.perf_counter() - start)
+        s.prompt_tokens += reply.prompt_tokens
+        s.completion_tokens += reply.completion_tokens
+        return Reply(reply.text, reply.finish_reason, reply.tokens, reply.prompt_tokens, reply.completion_tokens, attempts)

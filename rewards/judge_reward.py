@@ -1,0 +1,106 @@
+"""Judge verdicts as rewards: one RewardResult per sample, never an exception for one bad sample.
+
+- reference: each sample is judged as A against the row's reference response as B; the score is
+  the ensemble's P(A) (the sample beats the reference), from log-probs where the judges give them.
+- group: each sample is judged against every other sample of its prompt (group id); the score is
+  its win rate, (wins + ties / 2) / decided comparisons. A group of n costs n(n-1)/2 pairs, each
+  sent in both orders to every judge.
+- pointwise: the ensemble's normalised 1..10 score.
+
+Status `judged` when the judges reached a result; `abstain` (score = abstain_score, neutral 0.5 by
+default) when none did; `error` (score 0) for a sample that is not a string.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from itertools import combinations
+from typing import Sequence
+
+from rewards.judge import JudgeEnsemble
+from rewards.judge_vote import ABSTAIN
+from rewards.types import ERROR, RewardResult
+
+JUDGED = "judged"
+_OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
+
+
+def _not_text(**fields) -> RewardResult | None:
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            return RewardResult(0.0, ERROR, {"error": f"{name} is not a str (got {type(value).__name__})"})
+    return None
+
+
+async def reference_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Sequence, references: Sequence,
+                            abstain_score: float = 0.5) -> list[RewardResult]:
+    """Score = P(sample better than its reference)."""
+    if not len(prompts) == len(responses) == len(references):
+        raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses, {len(references)} references")
+
+    async def one(p, r, ref) -> RewardResult:
+        bad = _not_text(prompt=p, response=r, reference=ref)
+        if bad:
+            return bad
+        v = await ens.judge_pair(p, r, ref)
+        detail = {"winner": v.winner, "p_a": v.p_a, "votes": [x.to_dict() for x in v.votes]}
+        if v.winner == ABSTAIN:
+            return RewardResult(abstain_score, ABSTAIN, detail)
+        return RewardResult(v.p_a, JUDGED, detail)
+
+    return list(await asyncio.gather(*(one(*row) for row in zip(prompts, responses, references))))
+
+
+async def group_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Sequence, group_ids: Sequence,
+                        abstain_score: float = 0.5) -> list[RewardResult]:
+    """Score = the sample's win rate against the other samples of its group (same group id)."""
+    if not len(prompts) == len(responses) == len(group_ids):
+        raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses, {len(group_ids)} group ids")
+    results: list[RewardResult | None] = [_not_text(prompt=p, response=r) for p, r in zip(prompts, responses)]
+    groups: dict = defaultdict(list)
+    for i, g in enumerate(group_ids):
+        if results[i] is None:
+            groups[g].append(i)
+    pairs = [(i, j) for members in groups.values() for i, j in combinations(members, 2)]
+    verdicts = await ens.judge_pairs([(prompts[i], responses[i], responses[j]) for i, j in pairs])
+    tally: dict[int, list] = {i: [] for members in groups.values() for i in members}
+    for (i, j), v in zip(pairs, verdicts):
+        outcome = _OUTCOME.get(v.winner)  # for i; None if the judges abstained
+        tally[i].append((j, outcome))
+        tally[j].append((i, None if outcome is None else 1.0 - outcome))
+    for i, seen in tally.items():
+        results[i] = _win_rate(seen, abstain_score)
+    return results  # type: ignore[return-value]
+
+
+_RESULT = {1.0: "win", 0.0: "loss", 0.5: "tie", None: ABSTAIN}
+
+
+def _win_rate(seen: list[tuple], abstain_score: float) -> RewardResult:
+    decided = [o for _, o in seen if o is not None]
+    detail = {"wins": sum(o == 1.0 for o in decided), "losses": sum(o == 0.0 for o in decided),
+              "ties": sum(o == 0.5 for o in decided), "abstains": len(seen) - len(decided),
+              "opponents": [{"index": j, "result": _RESULT[o]} for j, o in seen]}
+    if not decided:
+        detail["reason"] = "no other sample in the group" if not seen else "every comparison abstained"
+        return RewardResult(abstain_score, ABSTAIN, detail)
+    return RewardResult(sum(decided) / len(decided), JUDGED, {"win_rate": sum(decided) / len(decided), **detail})
+
+
+async def pointwise_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Sequence,
+                            abstain_score: float = 0.5) -> list[RewardResult]:
+    """Score = the ensemble's normalised 1..10 score."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+
+    async def one(p, r) -> RewardResult:
+        bad = _not_text(prompt=p, response=r)
+        if bad:
+            return bad
+        s = await ens.score(p, r)
+        detail = {"votes": [x.to_dict() for x in s.votes]}
+        if s.score is None:
+            return RewardResult(abstain_score, ABSTAIN, detail)
+        return RewardResult(s.score, JUDGED, detail)
+
+    return list(await asyncio.gather(*(one(p, r) for p, r in zip(prompts, responses))))

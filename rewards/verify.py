@@ -1,0 +1,102 @@
+"""One verification row in, one verdict record out: code (sandboxed tests) or math (math-verify).
+
+Input rows: {"id", "kind": "code", "program", "tests", "limits"?} or {"id", "kind": "math", "response",
+"answer"}. Output: {"id", "reward", "passed", "total", "status", "cases", "elapsed_s"}. A malformed
+row gives status `invalid_input` with a message; nothing here raises for one bad row.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from rewards.code_tests import run_function_tests, run_script_test, run_stdio_tests
+from rewards.math_answer import MathChecker
+from rewards.sandbox import Limits, Sandbox
+
+STATUSES = ("passed", "failed", "timeout", "memory_limit", "output_limit", "runtime_error", "syntax_error",
+            "sandbox_error", "invalid_input")
+TEST_TYPES = ("function", "stdio", "script")
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    limits: Limits = Limits()
+    max_timeout_s: float = 60.0
+    max_memory_mb: int = 4096
+    all_or_nothing: bool = False
+    rel_tol: float = 1e-6
+    math_timeout_s: float = 5.0
+
+
+def row_problem(row) -> str | None:
+    """What is wrong with a row, or None. Messages name the field and what it must be."""
+    if not isinstance(row, dict):
+        return "row must be a JSON object"
+    kind = row.get("kind")
+    if kind == "math":
+        missing = [k for k in ("response", "answer") if k not in row]
+        return f"math row needs {', '.join(missing)}" if missing else None
+    if kind != "code":
+        return f"kind must be 'code' or 'math', got {kind!r}"
+    if not isinstance(row.get("program"), str):
+        return "code row needs 'program' as a string"
+    tests = row.get("tests")
+    if not isinstance(tests, dict) or tests.get("type") not in TEST_TYPES:
+        return f"'tests' must be an object whose 'type' is one of {', '.join(TEST_TYPES)}"
+    if tests["type"] == "function" and not isinstance(tests.get("entry_point"), str):
+        return "function tests need 'entry_point' (the function's name)"
+    if tests["type"] in ("function", "stdio"):
+        cases = tests.get("cases")
+        if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
+            return f"{tests['type']} tests need a non-empty 'cases' list of objects"
+        need = ("expected",) if tests["type"] == "function" else ("stdout",)
+        if any(k not in c for c in cases for k in need):
+            return f"every {tests['type']} case needs {need[0]!r}"
+        if tests["type"] == "function" and any(not isinstance(c.get("args", []), list) for c in cases):
+            return "function case 'args' must be a list"
+    if tests["type"] == "script" and not isinstance(tests.get("code"), str):
+        return "script tests need 'code' (the test program) as a string"
+    limits = row.get("limits", {})
+    if not isinstance(limits, dict) or any(k not in ("timeout_s", "memory_mb") for k in limits):
+        return "'limits' may only hold timeout_s and memory_mb"
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in limits.values()):
+        return "'limits' values must be positive numbers"
+    return None
+
+
+def row_limits(row: dict, settings: VerifySettings) -> Limits:
+    lim = row.get("limits") or {}
+    timeout = min(float(lim.get("timeout_s", settings.limits.timeout_s)), settings.max_timeout_s)
+    memory = min(int(lim.get("memory_mb", settings.limits.memory_mb)), settings.max_memory_mb)
+    return replace(settings.limits, timeout_s=timeout, cpu_s=max(1, int(timeout + 1)), memory_mb=memory)
+
+
+def invalid(row_id, message: str) -> dict:
+    return {"id": row_id, "reward": 0.0, "passed": 0, "total": 0, "status": "invalid_input",
+            "cases": [], "elapsed_s": 0.0, "error": message}
+
+
+def verify_row(row, sandbox: Sandbox, checker: MathChecker, settings: VerifySettings) -> dict:
+    row_id = row.get("id") if isinstance(row, dict) else None
+    problem = row_problem(row)
+    if problem:
+        return invalid(row_id, problem)
+    start = time.perf_counter()
+    if row["kind"] == "math":
+        result = checker.score([row["response"]], [row["answer"]])[0]
+        ok = result.status == "passed"
+        return {"id": row_id, "reward": result.score, "passed": int(ok), "total": 1, "status": result.status,
+                "cases": [{"status": result.status, **result.detail}], "elapsed_s": time.perf_counter() - start}
+    tests, limits = row["tests"], row_limits(row, settings)
+    try:
+        if tests["type"] == "function":
+            verdict = run_function_tests(sandbox, row["program"], tests, limits, settings.rel_tol)
+        elif tests["type"] == "stdio":
+            verdict = run_stdio_tests(sandbox, row["program"], tests, limits)
+        else:
+            verdict = run_script_test(sandbox, row["program"], tests, limits)
+    except Exception as e:  # noqa: BLE001 - a broken sandbox run must not lose the row
+        return {**invalid(row_id, f"sandbox failed: {type(e).__name__}: {e}"), "status": "sandbox_error"}
+    return {"id": row_id, "reward": verdict.reward(settings.all_or_nothing), "passed": verdict.passed,
+            "total": verdict.total, "status": verdict.status, "cases": verdict.cases,
+            "elapsed_s": time.perf_counter() - start}

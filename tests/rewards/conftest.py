@@ -1,0 +1,29 @@
+import os
+
+import pytest
+
+from rewards.sandbox import UID_BASE, Sandbox
+
+SLOTS = 2
+
+
+def sandbox_pids(base: int = UID_BASE, count: int = 4096) -> list[int]:
+    """Live processes whose real uid is in the sandbox range: a run must leave none behind.
+    Zombies (already dead, waiting for the host's init to reap them) do not count."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            uid = int(fields["Uid"].split()[0])
+        except (OSError, KeyError, ValueError):
+            continue
+        if base <= uid < base + count and not fields.get("State", "").strip().startswith("Z"):
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    """The strongest mode here; THREEFOLD_SANDBOX_MODE=bwrap-root|rlimits runs the suites in another."""
+    return Sandbox(os.environ.get("THREEFOLD_SANDBOX_MODE", "auto"), slots=SLOTS)
