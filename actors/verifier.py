@@ -18,14 +18,18 @@ class Verifier:
         self.settings = settings
         self.sandbox = Sandbox(isolation, slots=slots, uid_base=uid_base)
         self.checker = MathChecker(timeout_s=settings.math_timeout_s)
+        self.rows_done = 0
 
     async def verify(self, rows: list[dict]) -> list[dict]:
         """Rows run concurrently (bounded by the sandbox's slots); results in input order."""
-        return list(await asyncio.gather(*(asyncio.to_thread(verify_row, r, self.sandbox, self.checker, self.settings)
-                                           for r in rows)))
+        out = await asyncio.gather(*(asyncio.to_thread(verify_row, r, self.sandbox, self.checker, self.settings)
+                                     for r in rows))
+        self.rows_done += len(rows)
+        return list(out)
 
     async def score(self, responses: list[str], answers: list[str]) -> list[RewardResult]:
         return await asyncio.to_thread(self.checker.score, responses, answers)
 
     async def info(self) -> dict:
-        return {"mode": self.sandbox.mode, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        return {"mode": self.sandbox.mode, "pid": os.getpid(), "rows_done": self.rows_done,
+                "node": ray.get_runtime_context().get_node_id()}

@@ -115,6 +115,10 @@ class JudgeEnsemble:
     async def score_many(self, rows: Sequence[tuple[str, str]]) -> list[PointScore]:
         return list(await asyncio.gather(*(self.score(*r) for r in rows)))
 
+    async def aclose(self) -> None:
+        """Close the judges' HTTP clients; call it last inside the event loop that used them."""
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
     def metrics(self) -> dict[str, dict]:
         """Per-judge latency p50/p95, error and abstain rates, first-position rate, agreement, tokens, cost."""
         return summarise(self.config, self.stats)

@@ -170,6 +170,12 @@ class JudgeClient:
             self._sem, self._sem_size = asyncio.Semaphore(self.concurrency), self.concurrency
         return self._client, self._sem
 
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running loop (call before that loop ends)."""
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._loop = self._client = self._sem = None
+
     def _redact(self, message: str) -> str:
         key = self._api_key()
         if key and key != "EMPTY":

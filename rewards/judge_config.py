@@ -57,6 +57,9 @@ class Section(BaseModel):
 
 
 class JudgeSpec(Section):
+    # A key pasted into the wrong field must not be echoed back in an error.
+    model_config = ConfigDict(**Section.model_config, hide_input_in_errors=True)
+
     name: str = ""
     """Label in votes and metrics; defaults to the model name. Must be unique in the ensemble."""
     base_url: str
@@ -104,8 +107,9 @@ class JudgeSpec(Section):
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
         if v is not None and not _ENV_NAME.fullmatch(v):
-            raise ValueError(f"api_key_env {v!r} is not an environment variable name; write the variable's "
-                             "name (e.g. OPENAI_API_KEY), never the key itself")
+            # The value is not echoed: it may be a key pasted here by mistake.
+            raise ValueError("api_key_env must be the name of an environment variable (letters, digits, _), "
+                             "e.g. OPENAI_API_KEY; never put the key itself in the config")
         return v
 
     @property

@@ -93,6 +93,7 @@ def extract_answer(text: Any) -> str | None:
 
 def _as_math(s: str) -> str:
     """Wrap in $...$ so math-verify reads it as LaTeX: "46", "\\frac{1}{2}" and "1/2" all parse."""
+    s = re.sub(r"(?<!\\)%", r"\\%", s)  # a bare % starts a LaTeX comment: "12.5%" would lose its tail
     return s if "$" in s or "\\boxed" in s else f"${s}$"
 
 
@@ -124,6 +125,10 @@ def check_answer(response: Any, answer: Any, timeout_s: float | None = 5.0) -> R
             return RewardResult(0.0, ERROR, {**detail, "error": f"cannot parse gold {answer[:100]!r}"})
         pred = parse(_as_math(extracted), parsing_timeout=t, raise_on_error=True)
         ok = bool(pred) and verify(gold, pred, timeout_seconds=t, raise_on_error=True)
+        if not ok and pred and "%" in answer + extracted:
+            # math-verify reads 12.5% as 0.125 but "12.5" as 12.5; a percent sign is notation here.
+            bare = [parse(_as_math(x.replace("\\%", "").replace("%", "")), parsing_timeout=t) for x in (answer, extracted)]
+            ok = all(bare) and verify(bare[0], bare[1], timeout_seconds=t, raise_on_error=True)
     except TimeoutException:
         return RewardResult(0.0, TIMEOUT, detail)
     except Exception as e:  # math-verify/sympy may raise anything on odd input

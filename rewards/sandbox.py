@@ -148,6 +148,7 @@ class Sandbox:
         # init, not by us) still count toward RLIMIT_NPROC of their uid for a moment.
         self.slots: queue.Queue[int] = queue.Queue()
         self.concurrency = threading.BoundedSemaphore(slots)
+        self._dirty: set[int] = set()
         for i in range(slots * UIDS_PER_SLOT):
             self.slots.put(uid_base + i)
         log.info("sandbox isolation: %s (python %s, %d slots)", self.mode, self.python, slots)
@@ -165,11 +166,10 @@ class Sandbox:
                   "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/work", "--setenv", "LANG", "C.UTF-8",
                   "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--hostname", "sandbox"]
             bwrap = [shutil.which("bwrap"), *fs, *ns, "--"]
-            if self.mode == "bwrap-userns":
-                return [*_rlimits(limits), *(_drop(uid) if self.root else []), *bwrap, *argv]
+            if self.mode == "bwrap-userns":  # uid switched by Popen(user=...) before bwrap starts
+                return [*_rlimits(limits), *bwrap, *argv]
             return [*bwrap, *_rlimits(limits), *_drop(uid), *argv]
-        drop = _drop(uid) if (self.root and self.mode == "rlimits") else []
-        return [*_rlimits(limits), *drop, *argv]
+        return [*_rlimits(limits), *argv]
 
     def run(self, files: dict[str, str | bytes], argv: list[str], stdin: bytes = b"",
             limits: Limits = Limits(), channel: bool = False) -> RunResult:
@@ -194,8 +194,11 @@ class Sandbox:
             argv = [self.python if a == "python" else a for a in argv]
             return self._execute(uid, work, list(files), argv, stdin, limits, channel)
         finally:
-            if self.mode != "none":
+            # In bwrap modes a run that ended by itself took its pid namespace down with it;
+            # otherwise hunt down whatever still runs under its uid.
+            if self.mode in ("rlimits",) or uid in self._dirty:
                 kill_uid(uid)
+                self._dirty.discard(uid)
             shutil.rmtree(work, ignore_errors=True)
             self.slots.put(uid)
 
@@ -206,12 +209,17 @@ class Sandbox:
             argv = [*argv, str(write_fd)]
         cmd = self._argv(uid, work, names, argv, limits, write_fd)
         start = time.perf_counter()
+        switch = self.root and self.mode in ("bwrap-userns", "rlimits")
+        ids = {"user": uid, "group": uid, "extra_groups": []} if switch else {}
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 cwd=work, env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"}, start_new_session=True,
-                                pass_fds=(write_fd,) if channel else ())
+                                pass_fds=(write_fd,) if channel else (), **ids)
         if write_fd is not None:
             os.close(write_fd)
-        threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        if stdin:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        else:
+            proc.stdin.close()
         out, err = bytearray(), bytearray()
         streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
         chan = bytearray()
@@ -220,6 +228,7 @@ class Sandbox:
         timed_out, exceeded = _pump(proc, streams, start + limits.timeout_s, limits.output_bytes)
         if timed_out or exceeded:
             _kill_group(proc)
+            self._dirty.add(uid)
         returncode = proc.wait()
         elapsed = time.perf_counter() - start
         for stream in (proc.stdout, proc.stderr):

@@ -59,6 +59,14 @@ class Reply:
     drop: bool = False  # close the connection without an answer
 
 
+def by_model(scripts: dict[str, Callable[[Seen], Reply]]) -> Callable[[Seen], Reply]:
+    """One script per model name, so one server can play several judges; unknown models get a 404."""
+    def script(seen: Seen) -> Reply:
+        fn = scripts.get(seen.model)
+        return fn(seen) if fn else Reply(f"no scripted model {seen.model!r}", status=404)
+    return script
+
+
 def _logprobs(text: str, top: int, verdict_probs: dict[str, float] | None) -> dict:
     m = _LAST_BRACKET.search(text)
     at = m.start(1) if m else -1
@@ -97,10 +105,17 @@ class OpenAIDouble:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.in_flight: dict[str, int] = {}  # per model, only touched on the server's loop
+        self.max_in_flight: dict[str, int] = {}
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def seen_by(self, model: str) -> list[Seen]:
+        """The requests that named `model`, in arrival order."""
+        with self._lock:
+            return [s for s in self.requests if s.model == model]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.text())
@@ -109,8 +124,13 @@ class OpenAIDouble:
                         dict(request.headers), body)
             self.requests.append(seen)
         reply = self.script(seen)
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        self.in_flight[seen.model] = self.in_flight.get(seen.model, 0) + 1
+        self.max_in_flight[seen.model] = max(self.max_in_flight.get(seen.model, 0), self.in_flight[seen.model])
+        try:
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
+        finally:
+            self.in_flight[seen.model] -= 1
         if reply.drop:
             request.transport.abort()
             return web.Response(status=500)
@@ -125,9 +145,9 @@ class OpenAIDouble:
     async def _start(self, port: int) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, shutdown_timeout=0.2)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -136,10 +156,15 @@ class OpenAIDouble:
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
             self._loop.run_until_complete(self._start(port))
             ready.set()
             self._loop.run_forever()
             self._loop.run_until_complete(self._runner.cleanup())
+            stalled = asyncio.all_tasks(self._loop)  # handlers still sleeping in a scripted stall
+            for task in stalled:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*stalled, return_exceptions=True))
             self._loop.close()
 
         self._thread = threading.Thread(target=run, name="openai-double", daemon=True)

@@ -63,12 +63,13 @@ SCRIPT = {"type": "script", "code": "def check(f):\n    assert f(1, 2) == 3\n   
     ("input with no stdin", "print(input())", "runtime_error"),
     ("deep recursion", "def f(n): return f(n + 1)\nf(0)", "runtime_error"),
     ("segfault via ctypes", "import ctypes\nctypes.string_at(0)", "runtime_error"),
+    # Overflowing the C stack ends in SIGSEGV or a SystemError whose huge traceback may outlast the limit.
     ("recursion past the C stack", "import sys\nsys.setrecursionlimit(10**7)\ndef f(n): return f(n + 1)\nf(0)",
-     "runtime_error"),
+     ("runtime_error", "timeout")),
 ])
 def test_contained(run, sandbox, checker, name, program, status):
     out = run(program, timeout_s=2)
-    assert out["status"] == status, (name, out)
+    assert out["status"] in ((status,) if isinstance(status, str) else status), (name, out)
     assert out["reward"] == 0.0
     ping_host(sandbox, checker)
 

@@ -1,0 +1,95 @@
+"""Verifier pool throughput and per-program overhead against bare `python3` subprocesses.
+
+Same programs, same interpreter, same concurrency (2 at once on a 2-core box), one run:
+  throughput ratio = pool programs/s ÷ bare programs/s      (target ≥ 0.60)
+  overhead         = median sandboxed run − median bare run   (target ≤ 25 ms)
+
+usage: python bench/verifier.py [--programs 200] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PROGRAM = """import sys
+n = int(sys.stdin.readline())
+sieve = bytearray([1]) * n
+sieve[0:2] = b"\\x00\\x00"
+for i in range(2, int(n ** 0.5) + 1):
+    if sieve[i]:
+        sieve[i * i::i] = bytearray(len(sieve[i * i::i]))
+print(sum(i for i in range(n) if sieve[i]))
+"""
+
+
+def expected(n: int) -> str:
+    return str(sum(i for i in range(2, n) if all(i % d for d in range(2, int(i ** 0.5) + 1))))
+
+
+def bare_run(python: str, path: str, stdin: str) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = subprocess.run([python, "-I", path], input=stdin, capture_output=True, text=True, timeout=30).stdout
+    return time.perf_counter() - t, out.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--programs", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    import ray
+
+    from cluster.verifier_pool import VerifierPool
+    from rewards.sandbox import Sandbox
+
+    sizes = [2000 + 37 * i for i in range(args.programs)]
+    answers = {n: expected(n) for n in set(sizes)}
+    rows = [{"id": i, "kind": "code", "program": PROGRAM,
+             "tests": {"type": "stdio", "cases": [{"stdin": f"{n}\n", "stdout": answers[n]}]}} for i, n in enumerate(sizes)]
+    sandbox = Sandbox("auto", slots=1)
+    python = sandbox.python
+    prog = Path(tempfile.mkdtemp()) / "prog.py"
+    prog.write_text(PROGRAM)
+
+    # Latency, one at a time, interleaved so drift hits both alike.
+    bare_t, sand_t = [], []
+    for n in sizes[:60]:
+        bare_t.append(bare_run(python, str(prog), f"{n}\n")[0])
+        sand_t.append(sandbox.run({"solution.py": PROGRAM}, ["python", "-I", "solution.py"], stdin=f"{n}\n".encode()).elapsed_s)
+
+    # Throughput at the same concurrency.
+    t = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as ex:
+        bare_out = list(ex.map(lambda n: bare_run(python, str(prog), f"{n}\n")[1], sizes))
+    bare_s = time.perf_counter() - t
+    assert bare_out == [answers[n] for n in sizes], "bare baseline gave wrong answers"
+
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    pool = VerifierPool(size=1, slots=args.workers)
+    pool.verify(rows[:4])  # warm-up: actor start, sandbox probe
+    t = time.perf_counter()
+    got = pool.verify(rows, chunk=4)
+    pool_s = time.perf_counter() - t
+    passed = sum(g["status"] == "passed" for g in got)
+    ray.shutdown()
+
+    overhead_ms = (statistics.median(sand_t) - statistics.median(bare_t)) * 1e3
+    ratio = bare_s / pool_s
+    print(f"isolation mode: {sandbox.mode}; programs: {len(rows)}; concurrency: {args.workers}")
+    print(f"median run, one at a time: bare {statistics.median(bare_t) * 1e3:.1f} ms, "
+          f"sandboxed {statistics.median(sand_t) * 1e3:.1f} ms → overhead {overhead_ms:.1f} ms (target ≤ 25)")
+    print(f"throughput: bare {len(rows) / bare_s:.1f} programs/s, pool {len(rows) / pool_s:.1f} programs/s "
+          f"→ ratio {ratio:.2f} (target ≥ 0.60); pool verdicts passed {passed}/{len(rows)}")
+
+
+if __name__ == "__main__":
+    main()

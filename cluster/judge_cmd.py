@@ -1,0 +1,216 @@
+"""`threefold judge IN.jsonl -o OUT.jsonl --judges judges.yaml [--pairs PAIRS.parquet]`: AI preference labels.
+
+Rows {"id", "prompt", "response_a", "response_b"} become {"id", "winner": "A"|"B"|"tie"|"abstain",
+"p_a", "votes": [...]}, one per input row, in input order. A bad row gets `"error": "IN.jsonl:LINE: ..."`
+(and winner "abstain") and never stops the batch. With --pairs, rows with a winner also become
+(prompt, chosen, rejected) preference pairs in Parquet for reward-model training.
+
+Exit codes: 0 the batch ran (bad rows are reported per row), 2 the judges config, an API key
+variable or the input file is unusable (nothing is judged).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rewards.judge_config import EnsembleConfig
+
+ROW_KEYS = ("id", "prompt", "response_a", "response_b")
+
+
+class JudgesConfigError(Exception):
+    """A judges YAML that cannot run; the message names the file, line and key."""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "judge", help="label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)",
+        description="Judge {id, prompt, response_a, response_b} rows with every judge in both orders; "
+                    "write one verdict per row, in input order.")
+    p.add_argument("input", help="JSONL rows: {\"id\", \"prompt\", \"response_a\", \"response_b\"}")
+    p.add_argument("-o", "--output", required=True, help="output JSONL: {id, winner, p_a, votes}")
+    p.add_argument("--judges", required=True, help="judges YAML (see configs/judges-example.yaml)")
+    p.add_argument("--pairs", help="also write (id, prompt, chosen, rejected, p_chosen) pairs as Parquet")
+    p.add_argument("--metrics", help="also write per-judge metrics as JSON")
+    p.add_argument("--batch", type=int, default=256, help="rows judged at once (default 256); each judge's "
+                   "max_concurrency still bounds its requests in flight")
+    p.set_defaults(fn=cmd_judge)
+    return p
+
+
+def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
+    """1-based line of every key path in a YAML node tree; list items are keyed by their index."""
+    out: dict[tuple, int] = {}
+    items = [(str(i), v, v) for i, v in enumerate(node.value)] if isinstance(node, yaml.SequenceNode) else \
+        [(k.value, k, v) for k, v in node.value] if isinstance(node, yaml.MappingNode) else []
+    for key, mark_node, value in items:
+        out[prefix + (key,)] = mark_node.start_mark.line + 1
+        out.update(_key_lines(value, prefix + (key,)))
+    return out
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = EnsembleConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # a list item: same model as the list's items
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        ann = get_args(ann)[0] if get_origin(ann) is list else ann
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def load_judges(path: str | Path) -> EnsembleConfig:
+    """Judges YAML → EnsembleConfig; JudgesConfigError names the file, line and key of each mistake."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw, lines = yaml.safe_load(text), _key_lines(yaml.compose(text))
+    except OSError as e:
+        raise JudgesConfigError(f"{path}: cannot read judges config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise JudgesConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
+    if not isinstance(raw, dict):
+        raise JudgesConfigError(f"{path}: the top level must be a mapping with a `judges:` list")
+    try:
+        return EnsembleConfig.model_validate(raw)
+    except ValidationError as err:
+        msgs = []
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            key = ".".join(map(str, loc)) or "(top level)"
+            line = lines.get(tuple(map(str, loc))) or lines.get(tuple(map(str, loc[:-1])))
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown key; allowed here: {', '.join(_allowed_keys(loc))}"
+            else:
+                msg = "required key is missing" if e["type"] == "missing" else e["msg"].removeprefix("Value error, ")
+            msgs.append(f"{path}{f':{line}' if line else ''}: {key}: {msg}")
+        raise JudgesConfigError("invalid judges config\n  " + "\n  ".join(msgs)) from None
+
+
+def parse_row(line: str, where: str) -> tuple[object, tuple[str, str, str] | None, str | None]:
+    """(id, (prompt, response_a, response_b), None) for a good line, (id or None, None, error) for a bad one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        return None, None, f"{where}: not valid JSON ({e.msg})"
+    if not isinstance(row, dict):
+        return None, None, f"{where}: expected a JSON object with keys {', '.join(ROW_KEYS)}"
+    rid = row.get("id")
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        return rid, None, f"{where}: missing key(s) {', '.join(map(repr, missing))}"
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None, None, f"{where}: 'id' must be a string or an integer, got {type(rid).__name__}"
+    for k in ROW_KEYS[1:]:
+        if not isinstance(row[k], str):
+            return rid, None, f"{where}: {k!r} must be a string, got {type(row[k]).__name__}"
+    return rid, (row["prompt"], row["response_a"], row["response_b"]), None
+
+
+def read_rows(path: str) -> list[tuple[object, tuple | None, str | None]]:
+    """Every non-blank line of the input, parsed; bad lines carry their error (file:line: why)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [parse_row(line, f"{path}:{n}") for n, line in enumerate(f, 1) if line.strip()]
+
+
+async def judge_rows(ens, rows: list, out, batch: int) -> tuple[list[dict], list[tuple]]:
+    """Judge `rows` in batches, writing each output line in input order as soon as its batch is done.
+    Returns (the output records, the (id, prompt, chosen, rejected, p_chosen) preference pairs)."""
+    try:
+        return await _judge_batches(ens, rows, out, batch)
+    finally:
+        await ens.aclose()
+
+
+async def _judge_batches(ens, rows: list, out, batch: int) -> tuple[list[dict], list[tuple]]:
+    records, pairs = [], []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        verdicts = iter(await ens.judge_pairs([r for _, r, err in chunk if err is None]))
+        for rid, row, err in chunk:
+            if err is not None:
+                rec = {"id": rid, "winner": "abstain", "p_a": None, "votes": [], "error": err}
+            else:
+                rec = {"id": rid, **next(verdicts).to_dict()}
+                if rec["winner"] in ("A", "B"):
+                    pairs.append(_pair(rid, row, rec["winner"], rec["p_a"]))
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            records.append(rec)
+    return records, pairs
+
+
+def _pair(rid, row: tuple, winner: str, p_a: float | None) -> tuple:
+    prompt, a, b = row
+    if winner == "A":
+        return str(rid), prompt, a, b, p_a
+    return str(rid), prompt, b, a, None if p_a is None else 1.0 - p_a
+
+
+def write_pairs(path: str, pairs: list[tuple]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ["id", "prompt", "chosen", "rejected", "p_chosen"]
+    types = [pa.string(), pa.string(), pa.string(), pa.string(), pa.float64()]
+    cols = list(zip(*pairs)) if pairs else [[] for _ in names]
+    pq.write_table(pa.table([pa.array(c, type=t) for c, t in zip(cols, types)], names=names), path)
+
+
+def _missing_keys(cfg: EnsembleConfig) -> list[str]:
+    return [f"judge {j.name!r}: environment variable {j.api_key_env} (api_key_env) is not set"
+            for j in cfg.judges if j.api_key_env and not os.environ.get(j.api_key_env)]
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from rewards.judge import JudgeEnsemble
+    from rewards.judge_metrics import format_table
+
+    try:
+        cfg = load_judges(args.judges)
+        rows = read_rows(args.input)
+    except JudgesConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot read {args.input}: {e.strerror}", file=sys.stderr)
+        return 2
+    problems = _missing_keys(cfg) + ([] if args.batch >= 1 else ["--batch must be at least 1"])
+    if problems:
+        print("error: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    ens = JudgeEnsemble(cfg)
+    with open(args.output, "w", encoding="utf-8") as out:
+        records, pairs = asyncio.run(judge_rows(ens, rows, out, args.batch))
+    if args.pairs:
+        write_pairs(args.pairs, pairs)
+    metrics = ens.metrics()
+    if args.metrics:
+        Path(args.metrics).write_text(json.dumps(metrics, indent=2))
+    _report(records, pairs, format_table(metrics), args)
+    return 0
+
+
+def _report(records: list[dict], pairs: list, table: str, args: argparse.Namespace) -> None:
+    bad = [r["error"] for r in records if "error" in r]
+    for msg in bad[:20]:
+        print(f"bad row: {msg}", file=sys.stderr)
+    if len(bad) > 20:
+        print(f"... and {len(bad) - 20} more bad rows (see 'error' in {args.output})", file=sys.stderr)
+    counts = {w: sum(r["winner"] == w for r in records if "error" not in r) for w in ("A", "B", "tie", "abstain")}
+    print(f"judged {len(records) - len(bad)} rows ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+          f"{len(bad)} bad rows; output: {args.output}" + (f"; {len(pairs)} pairs: {args.pairs}" if args.pairs else ""),
+          file=sys.stderr)
+    print(table, file=sys.stderr)
