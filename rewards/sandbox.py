@@ -112,6 +112,47 @@ def _bwrap_fs(python: str, work: str, size: int | None = None) -> list[str]:
     return fs
 
 
+class PidsCgroup:
+    """cgroup v1/v2 `pids.max` per sandbox uid, where the host lets us create cgroups.
+
+    The program joins its cgroup itself (a shell writes its own pid, then execs), so nothing it
+    forks can start outside: the uid owns its `cgroup.procs`, nothing else."""
+
+    def __init__(self, root: str | None = None):
+        self.root = root or next((r for r in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                                  if os.path.isfile(os.path.join(r, "cgroup.procs"))), None)
+        self.base = os.path.join(self.root, "threefold-sandbox") if self.root else None
+        try:
+            os.makedirs(self.base, exist_ok=True)
+            self.available = os.path.isfile(os.path.join(self.base, "pids.max"))
+        except (OSError, TypeError):
+            self.available = False
+
+    def prepare(self, uid: int, max_pids: int) -> list[str]:
+        """Argv prefix that puts the program into uid's cgroup; [] when cgroups are unavailable."""
+        if not self.available:
+            return []
+        path = os.path.join(self.base, str(uid))
+        try:
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, "pids.max"), "w") as f:
+                f.write(str(max_pids))
+            os.chown(os.path.join(path, "cgroup.procs"), uid, uid)
+        except OSError:
+            return []
+        return ["/bin/sh", "-c", f'echo $$ > {path}/cgroup.procs && exec "$@"', "sh"]
+
+    def kill_all(self, uid: int) -> None:
+        if not self.available:
+            return
+        try:
+            with open(os.path.join(self.base, str(uid), "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
 def kill_uid(uid: int) -> int:
     """SIGKILL every process whose real uid is `uid`; returns how many were found."""
     found = 0
@@ -149,9 +190,11 @@ class Sandbox:
         self.slots: queue.Queue[int] = queue.Queue()
         self.concurrency = threading.BoundedSemaphore(slots)
         self._dirty: set[int] = set()
+        self.cgroups = PidsCgroup() if self.root else None
         for i in range(slots * UIDS_PER_SLOT):
             self.slots.put(uid_base + i)
-        log.info("sandbox isolation: %s (python %s, %d slots)", self.mode, self.python, slots)
+        log.info("sandbox isolation: %s (python %s, %d slots, cgroup pids.max: %s)", self.mode, self.python, slots,
+                 "yes" if self.cgroups and self.cgroups.available else "no")
 
     def _argv(self, uid: int, work: str, files: list[str], argv: list[str], limits: Limits, fd: int | None) -> list[str]:
         if self.mode.startswith("bwrap"):
@@ -167,9 +210,13 @@ class Sandbox:
                   "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--hostname", "sandbox"]
             bwrap = [shutil.which("bwrap"), *fs, *ns, "--"]
             if self.mode == "bwrap-userns":  # uid switched by Popen(user=...) before bwrap starts
-                return [*_rlimits(limits), *bwrap, *argv]
+                return [*self._cgroup(uid, limits), *_rlimits(limits), *bwrap, *argv]
             return [*bwrap, *_rlimits(limits), *_drop(uid), *argv]
-        return [*_rlimits(limits), *argv]
+        return [*self._cgroup(uid, limits), *_rlimits(limits), *argv]
+
+    def _cgroup(self, uid: int, limits: Limits) -> list[str]:
+        # bwrap-root starts bwrap as root, so only the uid-switched modes can join their cgroup.
+        return self.cgroups.prepare(uid, limits.processes + 8) if self.root else []
 
     def run(self, files: dict[str, str | bytes], argv: list[str], stdin: bytes = b"",
             limits: Limits = Limits(), channel: bool = False) -> RunResult:
@@ -197,6 +244,8 @@ class Sandbox:
             # In bwrap modes a run that ended by itself took its pid namespace down with it;
             # otherwise hunt down whatever still runs under its uid.
             if self.mode in ("rlimits",) or uid in self._dirty:
+                if self.cgroups:
+                    self.cgroups.kill_all(uid)
                 kill_uid(uid)
                 self._dirty.discard(uid)
             shutil.rmtree(work, ignore_errors=True)

@@ -228,3 +228,24 @@ def test_real_pass_for_contrast(run):
 def test_fooling_the_comparison(run, program):
     assert run(program, ADD)["passed"] == 0
     assert run(program, SCRIPT)["status"] != "passed"
+
+
+def test_every_process_is_in_the_pids_cgroup(sandbox):
+    if not (sandbox.cgroups and sandbox.cgroups.available) or sandbox.mode == "bwrap-root":
+        pytest.skip("no writable pids cgroup here (or bwrap-root mode, which relies on RLIMIT_NPROC)")
+    seen = []
+
+    def peek():
+        time.sleep(0.6)
+        for uid in range(61000, 61000 + 64):
+            path = Path(sandbox.cgroups.base) / str(uid)
+            if (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().split():
+                seen.append((int((path / "pids.max").read_text()), len((path / "cgroup.procs").read_text().split())))
+
+    t = threading.Thread(target=peek)
+    t.start()
+    program = "import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        time.sleep(2); os._exit(0)\ntime.sleep(1.5)"
+    sandbox.run({"m.py": program}, ["python", "m.py"], limits=Limits(processes=16, timeout_s=5))
+    t.join()
+    # bwrap, its init, the program and its 3 children; pids.max = processes + 8 (bwrap's own)
+    assert seen == [(24, 6)] if sandbox.mode == "bwrap-userns" else seen and seen[0][1] >= 4
