@@ -118,7 +118,8 @@ class JudgePool:
         lost = PairVerdict(ABSTAIN, None, (Vote("pool", 0.0, ABSTAIN, reason="judge actor lost"),))
         return [v if v is not None else lost for v in got]
 
-    def rewards(self, kind: str, prompts: Sequence, responses: Sequence, third: Sequence | None = None) -> list[RewardResult]:
+    def rewards(self, kind: str, prompts: Sequence, responses: Sequence,
+                third: Sequence | None = None) -> list[RewardResult]:
         """kind "reference" (third = reference responses), "group" (third = group ids; a group stays
         on one actor) or "pointwise" (no third column). See rewards.judge_reward."""
         if kind not in _REWARDS:

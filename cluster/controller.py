@@ -12,6 +12,7 @@ from actors.learner import Learner
 from cluster.config import RunConfig
 from cluster.data import PromptSampler, read_rows
 from cluster.metrics import MetricsLog
+from cluster.scaling import read_request
 from cluster.verifier_pool import VerifierPool
 from cluster.weight_sync import ObjectStoreSync
 from learners.rollout import RolloutBatch
@@ -88,7 +89,13 @@ class Controller:
         scores, _ = self.score(texts, self.eval_rows)
         return sum(scores) / len(scores)
 
+    def apply_scaling(self) -> None:
+        want = read_request(self.run_dir).get("verifiers")
+        if want and want != len(self.verifiers.actors):
+            self.verifiers.resize(want)
+
     def step(self, step: int) -> dict:
+        self.apply_scaling()
         t0 = time.perf_counter()
         batch = self.rollout(self.sampler.next(self.cfg.rollout.prompts_per_step))
         t1 = time.perf_counter()
@@ -98,7 +105,8 @@ class Controller:
         t3 = time.perf_counter()
         self.version += 1
         self.sync.push(self.version)
-        record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version}
+        record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version,
+                  "verifiers": len(self.verifiers.actors)}
         if step % self.cfg.logging.parity_every == 0:
             record["parity_max_abs_diff"] = self.sync.check_parity()
         t4 = time.perf_counter()

@@ -2,10 +2,10 @@
 
 Each `JudgeClient.complete` is one judge call: it waits for a slot under the judge's concurrency
 limit, then makes up to 1 + max_retries attempts. An attempt is bounded by timeout_s. 429, 5xx,
-timeouts and connection errors are retried after a backoff (a 429's Retry-After is honoured);
-other errors are not. A circuit breaker counts consecutive failed attempts and, once open, fails
-calls at once without sending them; after reset_after_s it lets one probe through, which closes
-it on success. A call never raises for an endpoint problem: it returns a Reply with `error` set.
+timeouts and connection errors are retried after an exponential backoff with jitter, or after the
+reply's Retry-After when it has one; other errors (4xx, malformed replies) are not. A circuit
+breaker counts consecutive failed attempts and, once open, fails calls at once without sending
+them; after reset_after_s it lets one probe through, which closes it on success. A call never raises for an endpoint problem: it returns a Reply with `error` set.
 The API key is read from the environment at call time and scrubbed from every error message.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import email.utils
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import openai
 
@@ -114,10 +114,10 @@ def _classify(exc: Exception) -> _Failure:
     if isinstance(exc, TimeoutError):
         return _Failure("timeout", retry=True, endpoint_down=True)
     if isinstance(exc, openai.APIStatusError):
-        code, body = exc.status_code, str(exc)
-        if code == 429:
-            return _Failure(f"HTTP 429: {body}", True, False, retry_after_s(exc.response.headers))
-        return _Failure(f"HTTP {code}: {body}", retry=code >= 500, endpoint_down=code >= 500)
+        code, body, wait = exc.status_code, str(exc), retry_after_s(exc.response.headers)
+        if code == 429:  # throttled: the endpoint is up
+            return _Failure(f"HTTP 429: {body}", retry=True, endpoint_down=False, retry_after=wait)
+        return _Failure(f"HTTP {code}: {body}", retry=code >= 500, endpoint_down=code >= 500, retry_after=wait)
     if isinstance(exc, openai.APIConnectionError):
         return _Failure(f"connection error: {exc}", retry=True, endpoint_down=True)
     return _Failure(f"malformed reply: {type(exc).__name__}: {exc}", retry=False, endpoint_down=True)
@@ -130,7 +130,8 @@ def _read(data: dict) -> Reply:
     if not isinstance(text, str):
         raise ValueError("reply has no message content")
     content = (choice.get("logprobs") or {}).get("content")
-    tokens = [(t["token"], float(t["logprob"]), tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs") or ()))
+    tokens = [(t["token"], float(t["logprob"]),
+               tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs") or ()))
               for t in content] if content else None
     usage = data.get("usage") or {}
     return Reply(text, choice.get("finish_reason"), tokens,
@@ -245,11 +246,11 @@ class JudgeClient:
                 if failure is None:
                     return self._succeeded(reply, attempts, start)
                 last = failure.message
-                delay = self._backoff(attempts, failure) if failure.retry and attempts <= self.retry.max_retries else -1.0
+                if not failure.retry or attempts > self.retry.max_retries:
+                    return self._failed(last, attempts)
+                delay = self._backoff(attempts, failure)
                 if delay is None:
                     return self._failed(f"{last} (Retry-After above retry.max_retry_after_s)", attempts)
-                if delay < 0:
-                    return self._failed(last, attempts)
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
 
@@ -258,4 +259,4 @@ class JudgeClient:
         s.latencies.append(time.perf_counter() - start)
         s.prompt_tokens += reply.prompt_tokens
         s.completion_tokens += reply.completion_tokens
-        return Reply(reply.text, reply.finish_reason, reply.tokens, reply.prompt_tokens, reply.completion_tokens, attempts)
+        return replace(reply, attempts=attempts)

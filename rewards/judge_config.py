@@ -154,7 +154,7 @@ class EnsembleConfig(Section):
     tie_band: float = Field(0.0, ge=0.0, lt=0.5)
     """Under mean_prob, |P(A) - 0.5| <= tie_band is a tie."""
     pairwise_template: str = DEFAULT_PAIRWISE_TEMPLATE
-    """Pairwise prompt with {prompt}, {response_a}, {response_b}; must ask for a final "Verdict: [[A]]/[[B]]/[[tie]]" line."""
+    """Pairwise prompt with {prompt}, {response_a}, {response_b}; asks for a last line "Verdict: [[A|B|tie]]"."""
     pointwise_template: str = DEFAULT_POINTWISE_TEMPLATE
     """Pointwise prompt with {prompt}, {response}; must ask for a final "Score: [[N]]" line (N in 1..10)."""
     system_prompt: str | None = None

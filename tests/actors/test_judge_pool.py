@@ -8,7 +8,7 @@ import ray
 from actors.judge import JudgePool
 from rewards.judge_reward import JUDGED
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
-from tests.rewards.judge_helpers import GOOD, config, prefers
+from tests.doubles.judge_helpers import GOOD, config, prefers
 
 SCRIPTS: dict = {}
 

@@ -9,7 +9,7 @@ import pytest
 
 from cluster import judge_cmd
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
-from tests.rewards.judge_helpers import prefers
+from tests.doubles.judge_helpers import prefers
 
 SECRET = "sk-test-Zq8VdW3rT1pLmN0x"
 SCRIPTS: dict = {}

@@ -10,7 +10,8 @@ token with log-prob 0, except the verdict/score character inside the last [[...]
 alternatives are `Reply.verdict_probs`.
 
 Also runnable for benchmarks: `python tests/doubles/openai_double.py --latency 0.1` serves a fixed
-"Verdict: [[A]]" after a fixed delay and prints `PORT <n>` once it listens.
+"Verdict: [[A]]" after a fixed delay and prints `PORT <n>` once it listens; GET /v1/double/stats
+returns (and resets) the mean time the server held each request.
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ class OpenAIDouble:
         self.port = 0
         self.in_flight: dict[str, int] = {}  # per model, only touched on the server's loop
         self.max_in_flight: dict[str, int] = {}
+        self.handler_s: list[float] = []  # time from handler start to reply, per request
 
     @property
     def base_url(self) -> str:
@@ -118,6 +120,18 @@ class OpenAIDouble:
             return [s for s in self.requests if s.model == model]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        try:
+            return await self._answer(request)
+        finally:
+            self.handler_s.append(time.perf_counter() - t0)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """How long the server itself held requests: lets a benchmark subtract the server's share."""
+        times, self.handler_s = self.handler_s, []
+        return web.json_response({"requests": len(times), "mean_handler_s": sum(times) / len(times) if times else None})
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.text())
         with self._lock:
             seen = Seen(len(self.requests), time.monotonic(), body.get("model", ""), body.get("messages", []),
@@ -138,13 +152,15 @@ class OpenAIDouble:
             return web.Response(status=reply.status, text=reply.body, headers=reply.headers,
                                 content_type="application/json")
         if reply.status != 200:
-            err = {"error": {"message": reply.text or f"scripted {reply.status}", "type": "double", "code": reply.status}}
+            message = reply.text or f"scripted {reply.status}"
+            err = {"error": {"message": message, "type": "double", "code": reply.status}}
             return web.json_response(err, status=reply.status, headers=reply.headers)
         return web.json_response(completion(seen, reply), headers=reply.headers)
 
     async def _start(self, port: int) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/double/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)

@@ -31,6 +31,9 @@ def run(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     controller = Controller(cfg, run_dir)
     digest0 = ray.get(controller.learner.weights_digest.remote())
+    assert len(controller.verifiers.actors) == 1
+    # what `threefold scale RUN_DIR --verifiers 2` writes; applied before the first step
+    (run_dir / "scale.json").write_text('{"verifiers": 2}')
     summary = controller.run(progress=False)
     yield controller, summary, digest0, run_dir
     ray.shutdown()
@@ -67,6 +70,29 @@ def test_metrics_are_recorded(run):
     assert summary["eval_accuracy_end"] == records[-1]["eval_accuracy"]
     report = write_report(run_dir, "e2e", 1.0)
     assert (run_dir / "report.png").stat().st_size > 10_000 and "held-out greedy accuracy" in report.read_text()
+
+
+def test_verifier_pool_resized_while_running(run):
+    controller, _, _, run_dir = run
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["verifiers"] for r in records[1:]] == [2] * STEPS
+    done = ray.get([a.info.remote() for a in controller.verifiers.actors])
+    assert len(done) == 2
+
+
+def test_scale_command_writes_request(run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, _, _, run_dir = run
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "scale", str(run_dir), "--verifiers", "3"],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and json.loads((run_dir / "scale.json").read_text()) == {"verifiers": 3}
+    bad = subprocess.run([sys.executable, "-m", "cluster.cli", "scale", str(tmp_path), "--verifiers", "3"],
+                         cwd=root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
 
 
 def test_parity_check_catches_wrong_weights(run):

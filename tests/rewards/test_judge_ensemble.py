@@ -7,7 +7,7 @@ import pytest
 
 from rewards.judge_reward import JUDGED, group_rewards, pointwise_rewards, reference_rewards
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
-from tests.rewards.judge_helpers import GOOD, ensemble, pairs, prefers, run
+from tests.doubles.judge_helpers import GOOD, ensemble, pairs, prefers, run
 
 SCRIPTS: dict = {}
 ACCURACY = 0.7

@@ -9,7 +9,7 @@ import pytest
 
 from rewards.judge_client import CLOSED, HALF_OPEN, OPEN
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
-from tests.rewards.judge_helpers import GOOD, ensemble, pairs, prefers
+from tests.doubles.judge_helpers import GOOD, ensemble, pairs, prefers
 
 SCRIPTS: dict = {}
 

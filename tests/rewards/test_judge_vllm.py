@@ -6,7 +6,6 @@ abstentions, a non-retryable 400 (prompt over the 64-token context), and token/c
 The "guided" judge uses vLLM's structured outputs (passed through `extra_body`) so that even this
 model produces a parseable verdict line; the "free" judge gets none and must abstain.
 """
-import asyncio
 import math
 import os
 import signal
@@ -21,6 +20,7 @@ import pytest
 from rewards.judge import JudgeEnsemble
 from rewards.judge_config import EnsembleConfig
 from rewards.judge_parse import parse_verdict, pairwise_messages
+from tests.doubles.judge_helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 TEMPLATE = "{prompt}|{response_a}|{response_b}|"  # the model has 64 tokens (characters) of context
@@ -82,15 +82,6 @@ def make_ensemble(url: str) -> JudgeEnsemble:
              "price_per_1k_tokens": 1.0, "price_per_1k_output_tokens": 2.0,
              "extra_body": {"structured_outputs": {"regex": VERDICT_REGEX}}},
             {"name": "free", "base_url": url, "model": "tiny", "max_tokens": 12, "price_per_1k_tokens": 0.5}]}))
-
-
-def run(ens, coro):
-    async def main():
-        try:
-            return await coro
-        finally:
-            await ens.aclose()
-    return asyncio.run(main())
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Shared helpers for the judge tests: an ensemble config pointed at the test-double server."""
+"""Helpers for the judge tests: ensemble configs pointed at the OpenAI-compatible test double, and
+scripted judge behaviours for it (test code, not product code)."""
 from __future__ import annotations
 
 import asyncio
