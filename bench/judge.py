@@ -1,6 +1,6 @@
 """Judge-pool throughput and client overhead against a local server with a fixed 100 ms latency.
 
-    .venv/bin/python bench/judge.py [--latency 0.1] [--waves 8] [--max-concurrency 64] [--no-logprobs]
+    .venv/bin/python bench/judge.py [--latency 0.1] [--waves 20] [--max-concurrency 64] [--no-logprobs]
 
 The server is the OpenAI-compatible test double (tests/doubles/openai_double.py) in its own process,
 answering every request after exactly --latency seconds. For each concurrency c (the judge's
@@ -70,7 +70,7 @@ def server_time(url: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--latency", type=float, default=0.1, help="server's fixed latency in seconds (default 0.1)")
-    ap.add_argument("--waves", type=int, default=8, help="requests per concurrency slot (default 8)")
+    ap.add_argument("--waves", type=int, default=20, help="requests per concurrency slot (default 20)")
     ap.add_argument("--max-concurrency", type=int, default=64)
     ap.add_argument("--no-logprobs", action="store_true", help="do not ask for log-probs (smaller replies)")
     args = ap.parse_args()

@@ -14,6 +14,7 @@ commands:
   train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
   demo-assets           build the demo policy and arithmetic data offline (cached)
   verify IN.jsonl       run code tests in a sandbox / check math answers, JSONL in and out
+  judge IN.jsonl        label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)
   scale RUN_DIR         resize a running job's verifier pool before its next step
   config-reference      print the config reference (Markdown), as in the README
 """
@@ -79,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=".cache/demo", help="output directory (default: .cache/demo)")
     d.add_argument("--force", action="store_true", help="rebuild even if the recipe is unchanged")
     d.set_defaults(fn=cmd_demo_assets)
-    from cluster import scaling, verify_cmd
+    from cluster import judge_cmd, scaling, verify_cmd
 
     verify_cmd.register(sub)
+    judge_cmd.register(sub)
     scaling.register(sub)
     r = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
     r.set_defaults(fn=cmd_config_reference)

@@ -197,13 +197,17 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
 
 
 def key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map each key path in a YAML node tree to its 1-based line."""
+    """1-based line of every key path in a YAML node tree; list items are keyed by their index."""
     out: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            path = prefix + (k.value,)
-            out[path] = k.start_mark.line + 1
-            out.update(key_lines(v, path))
+    if isinstance(node, yaml.SequenceNode):
+        items = [(str(i), v, v) for i, v in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        items = [(k.value, k, v) for k, v in node.value]
+    else:
+        items = []
+    for key, mark_node, value in items:
+        out[prefix + (key,)] = mark_node.start_mark.line + 1
+        out.update(key_lines(value, prefix + (key,)))
     return out
 
 

@@ -21,6 +21,7 @@ from typing import get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cluster.config import key_lines
 from rewards.judge_config import EnsembleConfig
 
 ROW_KEYS = ("id", "prompt", "response_a", "response_b")
@@ -46,17 +47,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """1-based line of every key path in a YAML node tree; list items are keyed by their index."""
-    out: dict[tuple, int] = {}
-    items = [(str(i), v, v) for i, v in enumerate(node.value)] if isinstance(node, yaml.SequenceNode) else \
-        [(k.value, k, v) for k, v in node.value] if isinstance(node, yaml.MappingNode) else []
-    for key, mark_node, value in items:
-        out[prefix + (key,)] = mark_node.start_mark.line + 1
-        out.update(_key_lines(value, prefix + (key,)))
-    return out
-
-
 def _allowed_keys(loc: tuple) -> list[str]:
     model: type[BaseModel] = EnsembleConfig
     for part in loc[:-1]:
@@ -76,7 +66,7 @@ def load_judges(path: str | Path) -> EnsembleConfig:
     path = Path(path)
     try:
         text = path.read_text()
-        raw, lines = yaml.safe_load(text), _key_lines(yaml.compose(text))
+        raw, lines = yaml.safe_load(text), key_lines(yaml.compose(text))
     except OSError as e:
         raise JudgesConfigError(f"{path}: cannot read judges config ({e.strerror})") from None
     except yaml.YAMLError as e:

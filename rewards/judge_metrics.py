@@ -6,7 +6,9 @@ Rates and what they count:
 - abstain_rate: calls that produced no verdict or score for any reason (errors included) / calls;
 - first_position_rate: decisive single-order verdicts (A or B, not tie) that picked the answer
   shown first (an unbiased judge is near 0.5; one that always picks the first is 1.0);
-- agreement: the judge's final vote equals the ensemble's result, over pairs where both voted.
+- agreement: the judge's final vote equals the ensemble's result, over pairs where both voted;
+- latency: of calls that got a reply, from the moment a concurrency slot was free (queueing for a
+  slot excluded, retries and their backoff included).
 """
 from __future__ import annotations
 

@@ -119,3 +119,11 @@ def test_api_key_never_appears_in_output_errors_or_logs(srv, tmp_path, monkeypat
                         "stderr": captured.err, "logs": caplog.text}.items():
         assert SECRET not in text, where
         assert SECRET[:12] not in text, where
+
+
+def test_example_config_is_valid():
+    cfg = judge_cmd.load_judges(judge_cmd.Path(__file__).resolve().parents[2] / "configs/judges-example.yaml")
+    assert [j.name for j in cfg.judges] == ["gpt-4o-mini", "local-qwen"]
+    assert cfg.judges[0].api_key_env == "OPENAI_API_KEY" and cfg.judges[1].api_key_env is None
+    assert cfg.judges[0].cost(1000, 1000) == pytest.approx(0.00015 + 0.0006, rel=1e-12)
+    assert (cfg.voting, cfg.pool.size, cfg.retry.max_retries, cfg.circuit_breaker.failure_threshold) == ("majority", 2, 3, 5)

@@ -96,7 +96,7 @@ def test_guided_judge_votes_free_judge_abstains(judged):
     for v in verdicts[:3]:
         guided, free = v.votes
         assert guided.ab in ("A", "B") and guided.ba in ("A", "B")  # parsed in both orders
-        assert 0.0 < guided.p_a < 1.0 and guided.p_a not in (0.5,)  # from log-probs, not the hard 0/½/1
+        assert 0.0 < guided.p_a < 1.0 and guided.p_a != 0.5  # from log-probs, not the hard 0, ½ or 1
         assert free.winner == "abstain" and free.p_a is None
         assert v.winner == guided.winner and v.p_a == guided.p_a  # abstentions do not vote
     m = ens.metrics()
