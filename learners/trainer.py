@@ -82,7 +82,7 @@ class PolicyTrainer:
             (loss * share).backward()
             for key, value in (("loss", loss), ("policy_loss", pg_loss), ("kl", kl),
                                ("entropy", masked_mean(entropy, mask)), ("clip_frac", info["clip_frac"])):
-                sums[key] += float(value) * float(share)
+                sums[key] += float(value.detach()) * float(share)
         return sums
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
