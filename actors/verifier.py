@@ -14,9 +14,9 @@ from rewards.verify import VerifySettings, verify_row
 
 @ray.remote
 class Verifier:
-    def __init__(self, settings: VerifySettings, slots: int, isolation: str, uid_base: int):
+    def __init__(self, settings: VerifySettings, slots: int, isolation: str, uid_base: int, pids_cgroup: bool = False):
         self.settings = settings
-        self.sandbox = Sandbox(isolation, slots=slots, uid_base=uid_base)
+        self.sandbox = Sandbox(isolation, slots=slots, uid_base=uid_base, pids_cgroup=pids_cgroup)
         self.checker = MathChecker(timeout_s=settings.math_timeout_s)
         self.rows_done = 0
 

@@ -70,6 +70,8 @@ class RewardConfig(Section):
     """Concurrent sandboxed programs per verifier actor."""
     isolation: Literal["auto", "bwrap", "rlimits", "none"] = "auto"
     """Sandbox isolation: auto picks the strongest available; `none` runs code unisolated and must be explicit."""
+    pids_cgroup: bool = False
+    """Also cap each program's processes with a cgroup `pids.max` (root only; ~10 ms per program on cgroup v1)."""
 
 
 class AlgorithmConfig(Section):

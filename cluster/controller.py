@@ -57,7 +57,7 @@ class Controller:
             model_dir, update_settings(cfg), res.threads_per_actor)
         rw = cfg.reward
         self.verifiers = VerifierPool(rw.verifiers, rw.sandbox_slots, VerifySettings(math_timeout_s=rw.timeout_s),
-                                      rw.isolation, num_cpus=res.verifier_cpus)
+                                      rw.isolation, num_cpus=res.verifier_cpus, pids_cgroup=rw.pids_cgroup)
         self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
                                     cfg.logging.parity_tol)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name)

@@ -22,8 +22,8 @@ class VerifierPool:
     sandboxes on one node never share a uid."""
 
     def __init__(self, size: int, slots: int, settings: VerifySettings = VerifySettings(),
-                 isolation: str = "auto", num_cpus: float = 0.25, max_retries: int = 2):
-        self.settings, self.slots, self.isolation = settings, slots, isolation
+                 isolation: str = "auto", num_cpus: float = 0.25, max_retries: int = 2, pids_cgroup: bool = False):
+        self.settings, self.slots, self.isolation, self.pids_cgroup = settings, slots, isolation, pids_cgroup
         self.num_cpus, self.max_retries = num_cpus, max_retries
         self._uid_blocks = itertools.count()
         self.actors: list = []
@@ -32,7 +32,7 @@ class VerifierPool:
     def _spawn(self):
         uid_base = UID_BASE + self.slots * UIDS_PER_SLOT * next(self._uid_blocks)
         return Verifier.options(num_cpus=self.num_cpus, max_concurrency=max(8, 2 * self.slots)).remote(
-            self.settings, self.slots, self.isolation, uid_base)
+            self.settings, self.slots, self.isolation, uid_base, self.pids_cgroup)
 
     def resize(self, size: int) -> None:
         """Grow or shrink between steps; in-flight work on removed actors is not affected."""

@@ -3,7 +3,6 @@ outside the candidate's reach (expected values never enter the sandbox)."""
 from __future__ import annotations
 
 import io
-import json
 import math
 import pickle
 import secrets
@@ -86,8 +85,8 @@ def _read_records(channel: bytes) -> tuple[list, bytes]:
 
 
 def _harness_run(sandbox: Sandbox, program: str, spec: dict, limits: Limits, nonce: str = "") -> tuple:
-    files = {"solution.py": program, "harness.py": HARNESS, "spec.json": json.dumps(spec)}
-    run = sandbox.run(files, ["python", "-I", "-S", "harness.py", "spec.json"], stdin=(nonce + "\n").encode(),
+    files = {"solution.py": program, "harness.py": HARNESS, "spec.pkl": pickle.dumps(spec, protocol=4)}
+    run = sandbox.run(files, ["python", "-I", "-S", "harness.py", "spec.pkl"], stdin=(nonce + "\n").encode(),
                       limits=limits, channel=True)
     records, tail = _read_records(run.channel)
     return run, records, tail

@@ -1,22 +1,23 @@
 """Runs inside the sandbox (stdlib only): the test side and the candidate side in two processes.
 
 The harness process (trusted test code) forks a candidate process that executes the untrusted
-program and answers calls over a socket. Values cross as pickles of plain builtin data only, so a
+program and answers calls over pipes. Values cross as pickles of plain builtin data only, so a
 candidate cannot hand back an always-equal object or patch the test's builtins. The harness is
 made non-dumpable, so the candidate (same uid) cannot read its memory, fds or environment; the
 completion nonce arrives on stdin only after the fork, and results leave through a channel fd
 the candidate never holds.
 
-argv: harness.py SPEC_JSON CHANNEL_FD. spec: {"mode": "function"|"script", "entry_point",
+argv: harness.py SPEC_PICKLE CHANNEL_FD. spec: {"mode": "function"|"script", "entry_point",
 "cases": [{"args", "kwargs"}], "test_code", "case_timeout_s"}
+Only cheap C-level modules are imported (the sandbox's python starts cold every run: json,
+socket and pickle's pure-Python layer would cost ~15 ms a program).
 """
+import _pickle as pickle
 import builtins
 import ctypes
 import io
-import json
 import os
-import pickle
-import socket
+import select
 import struct
 import sys
 
@@ -35,30 +36,37 @@ def plain_loads(data: bytes):
     return PlainUnpickler(io.BytesIO(data)).load()
 
 
-def send(sock, obj) -> None:
+class Timeout(Exception):
+    pass
+
+
+def send(fd: int, obj) -> None:
     data = pickle.dumps(obj, protocol=4)
-    sock.sendall(struct.pack("!I", len(data)) + data)
+    data = struct.pack("!I", len(data)) + data
+    while data:
+        data = data[os.write(fd, data):]
 
 
-def recv(sock) -> bytes:
-    head = _exact(sock, 4)
-    size = struct.unpack("!I", head)[0]
+def recv(fd: int, timeout: float | None = None) -> bytes:
+    size = struct.unpack("!I", _exact(fd, 4, timeout))[0]
     if size > MAX_MESSAGE:
         raise ValueError(f"message of {size} bytes is too large")
-    return _exact(sock, size)
+    return _exact(fd, size, timeout)
 
 
-def _exact(sock, n: int) -> bytes:
+def _exact(fd: int, n: int, timeout: float | None) -> bytes:
     buf = b""
     while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
+        if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+            raise Timeout("no answer from the candidate in time")
+        chunk = os.read(fd, n - len(buf))
         if not chunk:
             raise EOFError("candidate process closed the connection")
         buf += chunk
     return buf
 
 
-def candidate_main(sock, chan_fd: int) -> None:
+def candidate_main(rfd: int, wfd: int, chan_fd: int) -> None:
     """Child: drop the channel and stdin, run the program, then serve calls forever."""
     os.close(chan_fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -67,41 +75,46 @@ def candidate_main(sock, chan_fd: int) -> None:
     try:
         code = compile(src, "solution.py", "exec")
     except (SyntaxError, ValueError) as e:
-        send(sock, ("syntax_error", f"{type(e).__name__}: {e}"))
+        send(wfd, ("syntax_error", f"{type(e).__name__}: {e}"))
         os._exit(0)
     ns = {"__name__": "solution", "__builtins__": builtins}
     try:
         exec(code, ns)
     except BaseException as e:  # noqa: BLE001 - report whatever the program raised at import
-        send(sock, ("load_error", type(e).__name__, str(e)[:2000]))
+        send(wfd, ("load_error", type(e).__name__, str(e)[:2000]))
         os._exit(0)
-    send(sock, ("ready", sorted(k for k, v in ns.items() if callable(v) and not k.startswith("__"))))
+    send(wfd, ("ready", sorted(k for k, v in ns.items() if callable(v) and not k.startswith("__"))))
     while True:
-        _, name, args, kwargs = pickle.loads(recv(sock))
+        _, name, args, kwargs = pickle.loads(recv(rfd))
         try:
             reply = ("ok", ns[name](*args, **kwargs))
             data = pickle.dumps(reply, protocol=4)
         except BaseException as e:  # noqa: BLE001
             reply = ("exc", type(e).__name__, str(e)[:2000])
             data = pickle.dumps(reply, protocol=4)
-        sock.sendall(struct.pack("!I", len(data)) + data)
+        data = struct.pack("!I", len(data)) + data
+        while data:
+            data = data[os.write(wfd, data):]
 
 
 class Candidate:
     """The harness's handle on the candidate process."""
 
     def __init__(self, chan_fd: int, timeout: float):
-        self.sock, theirs = socket.socketpair()
+        to_child, self.wfd = os.pipe()
+        self.rfd, from_child = os.pipe()
+        self.timeout = timeout
         self.pid = os.fork()
         if self.pid == 0:
-            self.sock.close()
+            os.close(self.wfd)
+            os.close(self.rfd)
             try:
-                candidate_main(theirs, chan_fd)
+                candidate_main(to_child, from_child, chan_fd)
             finally:
                 os._exit(0)
-        theirs.close()
-        self.sock.settimeout(timeout)
-        hello = plain_loads(recv(self.sock))
+        os.close(to_child)
+        os.close(from_child)
+        hello = plain_loads(recv(self.rfd, timeout))
         self.status, self.names = hello[0], hello[1] if hello[0] == "ready" else []
         self.detail = hello[1:]
 
@@ -114,8 +127,8 @@ class Candidate:
             pass
 
     def call(self, name: str, args, kwargs):
-        send(self.sock, ("call", name, list(args), dict(kwargs)))
-        reply = plain_loads(recv(self.sock))
+        send(self.wfd, ("call", name, list(args), dict(kwargs)))
+        reply = plain_loads(recv(self.rfd, self.timeout))
         if reply[0] == "ok":
             return reply[1]
         exc = getattr(builtins, str(reply[1]), None)
@@ -129,7 +142,7 @@ def run_function(spec, chan, cand: Candidate) -> None:
         try:
             value = cand.call(spec["entry_point"], case.get("args", []), case.get("kwargs", {}))
             record = {"ok": True, "value": value}
-        except socket.timeout:
+        except Timeout:
             chan.write(pickle.dumps({"ok": False, "error": "timeout"}, protocol=4))
             return  # the candidate is stuck; the remaining cases do not run
         except pickle.UnpicklingError as e:
@@ -157,7 +170,8 @@ def run_script(spec, chan, cand: Candidate, nonce: str) -> None:
 
 
 def main() -> None:
-    spec = json.load(open(sys.argv[1]))
+    with open(sys.argv[1], "rb") as f:
+        spec = plain_loads(f.read())
     chan_fd = int(sys.argv[2])
     ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
     cand = Candidate(chan_fd, spec.get("case_timeout_s", 10.0))

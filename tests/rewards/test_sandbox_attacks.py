@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rewards.math_answer import MathChecker
-from rewards.sandbox import Limits
+from rewards.sandbox import UID_BASE, Limits, Sandbox
 from rewards.verify import VerifySettings, verify_row
 from tests.rewards.conftest import sandbox_pids
 
@@ -230,14 +230,16 @@ def test_fooling_the_comparison(run, program):
     assert run(program, SCRIPT)["status"] != "passed"
 
 
-def test_every_process_is_in_the_pids_cgroup(sandbox):
+def test_every_process_is_in_the_pids_cgroup():
+    sandbox = Sandbox(os.environ.get("THREEFOLD_SANDBOX_MODE", "auto"), slots=1, uid_base=UID_BASE + 2048,
+                      pids_cgroup=True)
     if not (sandbox.cgroups and sandbox.cgroups.available) or sandbox.mode == "bwrap-root":
         pytest.skip("no writable pids cgroup here (or bwrap-root mode, which relies on RLIMIT_NPROC)")
     seen = []
 
     def peek():
         time.sleep(0.6)
-        for uid in range(61000, 61000 + 64):
+        for uid in range(UID_BASE + 2048, UID_BASE + 2048 + 8):
             path = Path(sandbox.cgroups.base) / str(uid)
             if (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().split():
                 seen.append((int((path / "pids.max").read_text()), len((path / "cgroup.procs").read_text().split())))
