@@ -141,7 +141,7 @@ class BreakerConfig(Section):
 
 class PoolConfig(Section):
     size: int = Field(1, ge=1, le=1024)
-    """JudgePool actors (actors.judge); JudgePool.resize changes it between steps."""
+    """JudgePool actors (cluster.judge_pool); JudgePool.resize changes it between steps."""
     num_cpus: float = Field(0.1, gt=0.0, le=64.0)
     """Ray CPUs reserved by each judge actor (they mostly wait on the network)."""
 

@@ -5,7 +5,7 @@ import time
 import pytest
 import ray
 
-from actors.judge import JudgePool
+from cluster.judge_pool import JudgePool
 from rewards.judge_reward import JUDGED
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
 from tests.doubles.judge_helpers import GOOD, config, prefers
