@@ -1,6 +1,8 @@
 """Runs untrusted programs: bubblewrap namespaces, a dedicated unprivileged uid, rlimits, caps.
 
-Modes, strongest first (picked at start-up by `detect_mode`):
+Modes, strongest and fastest first (picked at start-up by `detect_mode`):
+  bwrap-forkserver  per slot, a long-lived bwrap (user namespace) whose fork server gives every
+                program fresh mount/pid/net/ipc namespaces, /work, /tmp, rlimits and no capabilities
   bwrap-userns  bwrap run by the sandbox uid, with its own user/pid/net/ipc/uts namespaces
   bwrap-root    bwrap run as root without user namespaces; the program drops to the sandbox uid
   rlimits       no namespaces: only the sandbox uid, rlimits and a new session
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("threefold.sandbox")
 
-MODES = ("bwrap-userns", "bwrap-root", "rlimits", "none")
+MODES = ("bwrap-forkserver", "bwrap-userns", "bwrap-root", "rlimits", "none")
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 UID_BASE = 61000
 UIDS_PER_SLOT = 8
@@ -77,7 +79,7 @@ def detect_mode(python: str) -> list[str]:
     if bwrap:
         probe = [bwrap, *_bwrap_fs(python, "/"), "--unshare-all", "--", python, "-c", "pass"]
         if _try(([*_drop(UID_BASE)] if root else []) + probe):
-            found.append("bwrap-userns")
+            found += ["bwrap-forkserver", "bwrap-userns"]
         if root and _try([bwrap, *_bwrap_fs(python, "/"), "--unshare-pid", "--unshare-net", "--", python, "-c", "pass"]):
             found.append("bwrap-root")
     return found + ["rlimits", "none"]
@@ -194,8 +196,15 @@ class Sandbox:
         # Off by default: on cgroup v1 moving each program into its cgroup costs ~10 ms, and
         # RLIMIT_NPROC on the slot's own uid already bounds its processes.
         self.cgroups = PidsCgroup() if (self.root and pids_cgroup) else None
-        for i in range(slots * UIDS_PER_SLOT):
+        # (A fork server's programs die with their pid namespace: one uid, one zygote per slot.)
+        per_slot = 1 if self.mode == "bwrap-forkserver" else UIDS_PER_SLOT
+        for i in range(slots * per_slot):
             self.slots.put(uid_base + i)
+        self.forkservers = None
+        if self.mode == "bwrap-forkserver":
+            from rewards.sandbox_forkserver import ForkServers
+
+            self.forkservers = ForkServers(self.python, _bwrap_fs(self.python, "/work"), self.root)
         log.info("sandbox isolation: %s (python %s, %d slots, cgroup pids.max: %s)", self.mode, self.python, slots,
                  "yes" if self.cgroups and self.cgroups.available else "no")
 
@@ -231,6 +240,11 @@ class Sandbox:
 
     def _run(self, files, argv, stdin, limits, channel) -> RunResult:
         uid = self.slots.get()
+        if self.forkservers is not None:
+            try:
+                return self._run_forked(uid, files, argv, stdin, limits, channel)
+            finally:
+                self.slots.put(uid)
         work = tempfile.mkdtemp(prefix="tf-sbx-")
         try:
             os.chmod(work, 0o755)
@@ -253,6 +267,29 @@ class Sandbox:
                 self._dirty.discard(uid)
             shutil.rmtree(work, ignore_errors=True)
             self.slots.put(uid)
+
+    def _run_forked(self, uid, files, argv, stdin, limits, channel) -> RunResult:
+        data = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
+        harness = argv[-2:] == ["harness.py", "spec.pkl"] and "harness.py" in files
+        exe = self.python if argv[0] == "python" else argv[0]
+        rest = [*argv[1:], "3"] if channel and not harness else argv[1:]
+        request = {"files": data, "mode": "harness" if harness else "exec", "python": exe, "argv": rest,
+                   "tmpfs_bytes": max(limits.file_size_mb << 20, 1 << 20) * 4,
+                   "limits": {k: getattr(limits, k) for k in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb",
+                                                             "open_files", "processes", "output_bytes")}}
+        out = self.forkservers.run(uid, request, stdin, limits.timeout_s)
+        return RunResult(out["returncode"], out["stdout"], out["stderr"], out["channel"], out["timed_out"],
+                         out["output_exceeded"], out["elapsed_s"], self.mode)
+
+    def infra_pids(self) -> set[int]:
+        """Long-lived fork-server processes (bwrap and the zygote) that run under slot uids."""
+        if self.forkservers is None:
+            return set()
+        return {p for z in self.forkservers.zygotes.values() for p in (z.proc.pid, z.pid)}
+
+    def close(self) -> None:
+        if self.forkservers is not None:
+            self.forkservers.close()
 
     def _execute(self, uid, work, names, argv, stdin, limits, channel) -> RunResult:
         read_fd = write_fd = None

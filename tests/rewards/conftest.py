@@ -7,9 +7,10 @@ from rewards.sandbox import UID_BASE, Sandbox
 SLOTS = 2
 
 
-def sandbox_pids(base: int = UID_BASE, count: int = 4096) -> list[int]:
+def sandbox_pids(base: int = UID_BASE, count: int = 4096, exclude: frozenset = frozenset()) -> list[int]:
     """Live processes whose real uid is in the sandbox range: a run must leave none behind.
-    Zombies (already dead, waiting for the host's init to reap them) do not count."""
+    Zombies (already dead, waiting for the host's init to reap them) do not count, nor the
+    long-lived fork-server processes in `exclude`."""
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -18,12 +19,14 @@ def sandbox_pids(base: int = UID_BASE, count: int = 4096) -> list[int]:
             uid = int(fields["Uid"].split()[0])
         except (OSError, KeyError, ValueError):
             continue
-        if base <= uid < base + count and not fields.get("State", "").strip().startswith("Z"):
+        if base <= uid < base + count and not fields.get("State", "").strip().startswith("Z") and int(pid) not in exclude:
             pids.append(int(pid))
     return pids
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Sandbox:
+def sandbox():
     """The strongest mode here; THREEFOLD_SANDBOX_MODE=bwrap-root|rlimits runs the suites in another."""
-    return Sandbox(os.environ.get("THREEFOLD_SANDBOX_MODE", "auto"), slots=SLOTS)
+    box = Sandbox(os.environ.get("THREEFOLD_SANDBOX_MODE", "auto"), slots=SLOTS)
+    yield box
+    box.close()
