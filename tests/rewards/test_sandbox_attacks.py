@@ -267,3 +267,15 @@ def test_fork_server_replaced_after_it_dies(sandbox, checker):
     ping_host(sandbox, checker)  # whichever slot the first run hit, the pool works afterwards
     assert first.returncode in (0, -9)
     assert all(sandbox.run({"m.py": "print('y')"}, ["python", "m.py"]).stdout == b"y\n" for _ in range(4))
+
+
+@pytest.mark.parametrize("tests", [None, ADD])
+def test_programs_hold_no_capabilities(run, tests):
+    """Neither an exec'd program nor a candidate served by the harness keeps any capability."""
+    probe = ("def caps():\n    st = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())\n"
+             "    return int(st['CapEff'], 16) | int(st['CapPrm'], 16) | int(st['CapAmb'], 16)\n")
+    if tests is None:
+        assert run(probe + "print('done' if caps() == 0 else 'caps')")["status"] == "passed"
+    else:
+        program = probe + "def add(a, b):\n    return a + b if caps() == 0 else -1\n"
+        assert run(program, ADD)["reward"] == 1.0
