@@ -38,11 +38,7 @@ def check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def send(fd: int, obj) -> None:
-    data = pickle.dumps(obj, protocol=4)
-    data = struct.pack("!I", len(data)) + data
-    while data:
-        data = data[os.write(fd, data):]
+send = sandbox_harness.send
 
 
 def recv(fd: int):
