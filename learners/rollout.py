@@ -1,7 +1,7 @@
 """RolloutBatch: what generators produce and the learner consumes (plain lists, cheap to pickle)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +25,6 @@ class RolloutBatch:
     policy_version: int
     rewards: list[float] | None = None
     statuses: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.response_ids)

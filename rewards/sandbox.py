@@ -208,7 +208,7 @@ class Sandbox:
         log.info("sandbox isolation: %s (python %s, %d slots, cgroup pids.max: %s)", self.mode, self.python, slots,
                  "yes" if self.cgroups and self.cgroups.available else "no")
 
-    def _argv(self, uid: int, work: str, files: list[str], argv: list[str], limits: Limits, fd: int | None) -> list[str]:
+    def _argv(self, uid: int, work: str, files: list[str], argv: list[str], limits: Limits) -> list[str]:
         if self.mode.startswith("bwrap"):
             size = max(limits.file_size_mb << 20, 1 << 20) * 4
             fs = _bwrap_fs(self.python, "/work", size)
@@ -296,7 +296,7 @@ class Sandbox:
         if channel:
             read_fd, write_fd = os.pipe()
             argv = [*argv, str(write_fd)]
-        cmd = self._argv(uid, work, names, argv, limits, write_fd)
+        cmd = self._argv(uid, work, names, argv, limits)
         start = time.perf_counter()
         switch = self.root and self.mode in ("bwrap-userns", "rlimits")
         ids = {"user": uid, "group": uid, "extra_groups": []} if switch else {}
