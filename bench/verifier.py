@@ -55,7 +55,8 @@ def humaneval_rows() -> tuple[list[dict], list[str]]:
     for p in problems:
         program = p["prompt"] + p["canonical_solution"]
         rows.append({"id": p["task_id"], "kind": "code", "program": program,
-                     "tests": {"type": "script", "code": p["test"], "entry_point": p["entry_point"]}})
+                     "tests": {"type": "script", "code": p["test"], "entry_point": p["entry_point"],
+                               "prelude": p["prompt"]}})
         bare.append(program + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n")
     return rows, bare
 

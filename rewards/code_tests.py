@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import io
 import math
-import pickle
 import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rewards.sandbox import Limits, RunResult, Sandbox
-from rewards.sandbox_harness import PlainUnpickler
+from rewards.sandbox_harness import PlainUnpickler, request_bytes
 
-HARNESS = (Path(__file__).parent / "sandbox_harness.py").read_text()
 # When several cases disagree, the row's status is the most severe one.
 SEVERITY = ("sandbox_error", "syntax_error", "memory_limit", "output_limit", "timeout", "runtime_error", "failed",
             "passed")
@@ -71,43 +68,47 @@ def failure_status(run: RunResult) -> str | None:
     return None
 
 
-def _read_records(channel: bytes) -> tuple[list, bytes]:
+def _read_records(channel: bytes) -> list[dict]:
     buf = io.BytesIO(channel)
     records = []
     while buf.tell() < len(channel):
-        pos = buf.tell()
         try:
             records.append(PlainUnpickler(buf).load())
-        except Exception:  # noqa: BLE001 - the rest is the script marker or a torn write
-            buf.seek(pos)
+        except Exception:  # noqa: BLE001 - a torn write when the run was killed
             break
-    return records, buf.read()
+    return records
+
+
+def entry_points(tests: dict) -> list[str]:
+    names = tests.get("entry_point")
+    return [names] if isinstance(names, str) else list(names or [])
 
 
 def _harness_run(sandbox: Sandbox, program: str, spec: dict, limits: Limits, nonce: str = "") -> tuple:
-    files = {"solution.py": program, "harness.py": HARNESS, "spec.pkl": pickle.dumps(spec, protocol=4)}
-    run = sandbox.run(files, ["python", "-I", "-S", "harness.py", "spec.pkl"], stdin=(nonce + "\n").encode(),
-                      limits=limits, channel=True)
-    records, tail = _read_records(run.channel)
-    return run, records, tail
+    run = sandbox.run_harness(program, request_bytes(nonce, spec), limits)
+    return run, _read_records(run.channel)
 
 
 def _load_failure(records: list, run: RunResult) -> str | None:
+    """None when the candidate loaded; else the row's status."""
     if not records:
         return failure_status(run) or ("runtime_error" if run.returncode else "sandbox_error")
     head = records[0]
-    if head.get("status") == "syntax_error":
+    status, detail = head.get("status"), head.get("detail") or []
+    if status == "ready":
+        return None
+    if status == "syntax_error":
         return "syntax_error"
-    if head.get("status") != "ready":
-        return failure_status(run) or "runtime_error"
-    return None
+    if status == "load_error" and detail and detail[0] == "MemoryError":
+        return "memory_limit"
+    return failure_status(run) or ("timeout" if status == "timeout" else "runtime_error")
 
 
 def run_function_tests(sandbox: Sandbox, program: str, tests: dict, limits: Limits, rel_tol: float) -> CodeVerdict:
     cases = tests["cases"]
-    spec = {"mode": "function", "entry_point": tests["entry_point"], "case_timeout_s": limits.timeout_s,
+    spec = {"mode": "function", "entry_points": entry_points(tests), "case_timeout_s": limits.timeout_s,
             "cases": [{"args": c.get("args", []), "kwargs": c.get("kwargs", {})} for c in cases]}
-    run, records, _ = _harness_run(sandbox, program, spec, limits)
+    run, records = _harness_run(sandbox, program, spec, limits)
     bad = _load_failure(records, run)
     if bad:
         detail = (records[0].get("detail") if records else None) or run.stderr[-1000:].decode(errors="replace")
@@ -128,21 +129,19 @@ def run_function_tests(sandbox: Sandbox, program: str, tests: dict, limits: Limi
 
 def run_script_test(sandbox: Sandbox, program: str, tests: dict, limits: Limits) -> CodeVerdict:
     nonce = secrets.token_hex(16)
-    spec = {"mode": "script", "entry_point": tests.get("entry_point"), "test_code": tests["code"],
-            "case_timeout_s": limits.timeout_s}
-    run, records, tail = _harness_run(sandbox, program, spec, limits, nonce)
-    bad = _load_failure(records, run)
-    if bad is None:
-        if tail == f"COMPLETED {nonce}\n".encode() and run.returncode == 0:
-            status = "passed"
-        else:
-            err = run.stderr[-2000:].decode(errors="replace")
-            status = failure_status(run) or ("failed" if "AssertionError" in err else "runtime_error")
-    else:
-        status = bad
+    spec = {"mode": "script", "entry_points": entry_points(tests), "test_code": tests["code"],
+            "prelude": tests.get("prelude", ""), "case_timeout_s": limits.timeout_s}
+    run, records = _harness_run(sandbox, program, spec, limits, nonce)
+    status = _load_failure(records, run)
+    result = records[1] if status is None and len(records) > 1 else {}
+    if status is None and result.get("result") == "passed" and result.get("nonce") == nonce and run.returncode == 0:
+        status = "passed"
+    elif status is None:
+        verdict = result.get("result")
+        status = failure_status(run) or (verdict if verdict in ("failed", "timeout", "runtime_error") else "runtime_error")
     case = {"status": status}
     if status != "passed":
-        case["error"] = run.stderr[-500:].decode(errors="replace")
+        case["error"] = (result.get("error") or run.stderr[-500:].decode(errors="replace"))[-500:]
     return _verdict([case], run.elapsed_s)
 
 

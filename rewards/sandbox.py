@@ -23,6 +23,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewards.sandbox_forkserver import HERE, INSIDE_DIR, INSIDE_FILES, ForkServers, inside_binds
 
 log = logging.getLogger("threefold.sandbox")
 
@@ -202,16 +205,36 @@ class Sandbox:
             self.slots.put(uid_base + i)
         self.forkservers = None
         if self.mode == "bwrap-forkserver":
-            from rewards.sandbox_forkserver import ForkServers
-
             self.forkservers = ForkServers(self.python, _bwrap_fs(self.python, "/work"), self.root)
+        self._harness_path = f"{INSIDE_DIR}/sandbox_harness.py"
+        if not self.mode.startswith("bwrap"):  # no mount namespace: a copy the sandbox uids can read
+            self._inside_copy = tempfile.mkdtemp(prefix="tf-sbx-code-")
+            os.chmod(self._inside_copy, 0o755)
+            for name in INSIDE_FILES:
+                shutil.copy(Path(HERE, name), self._inside_copy)
+                os.chmod(os.path.join(self._inside_copy, name), 0o644)
+            self._harness_path = os.path.join(self._inside_copy, "sandbox_harness.py")
         log.info("sandbox isolation: %s (python %s, %d slots, cgroup pids.max: %s)", self.mode, self.python, slots,
                  "yes" if self.cgroups and self.cgroups.available else "no")
+
+    def run_harness(self, program: str, request: bytes, limits: Limits = Limits()) -> RunResult:
+        """A `function`/`script` test: the trusted harness (sandbox_harness.py) reads `request`
+        on stdin after it has exec'd the candidate on `program` (the only file in its /work), and
+        writes its records to the channel."""
+        with self.concurrency:
+            if self.forkservers is None:
+                return self._run({"solution.py": program}, ["python", "-I", "-S", self._harness_path], request,
+                                 limits, True)
+            uid = self.slots.get()
+            try:
+                return self._run_forked(uid, {"solution.py": program}, "harness", [], request, limits)
+            finally:
+                self.slots.put(uid)
 
     def _argv(self, uid: int, work: str, files: list[str], argv: list[str], limits: Limits) -> list[str]:
         if self.mode.startswith("bwrap"):
             size = max(limits.file_size_mb << 20, 1 << 20) * 4
-            fs = _bwrap_fs(self.python, "/work", size)
+            fs = _bwrap_fs(self.python, "/work", size) + inside_binds()
             for name in files:
                 fs += ["--ro-bind", os.path.join(work, name), f"/work/{name}"]
             fs += ["--remount-ro", "/"]  # the root itself; /work and /tmp stay writable
@@ -242,7 +265,7 @@ class Sandbox:
         uid = self.slots.get()
         if self.forkservers is not None:
             try:
-                return self._run_forked(uid, files, argv, stdin, limits, channel)
+                return self._run_forked(uid, files, "exec", argv, stdin, limits, channel)
             finally:
                 self.slots.put(uid)
         work = tempfile.mkdtemp(prefix="tf-sbx-")
@@ -268,12 +291,11 @@ class Sandbox:
             shutil.rmtree(work, ignore_errors=True)
             self.slots.put(uid)
 
-    def _run_forked(self, uid, files, argv, stdin, limits, channel) -> RunResult:
+    def _run_forked(self, uid, files, mode, argv, stdin, limits, channel=False) -> RunResult:
         data = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
-        harness = argv[-2:] == ["harness.py", "spec.pkl"] and "harness.py" in files
-        exe = self.python if argv[0] == "python" else argv[0]
-        rest = [*argv[1:], "3"] if channel and not harness else argv[1:]
-        request = {"files": data, "mode": "harness" if harness else "exec", "python": exe, "argv": rest,
+        exe = self.python if not argv or argv[0] == "python" else argv[0]
+        rest = [*argv[1:], "3"] if channel else argv[1:]
+        request = {"files": data, "mode": mode, "python": exe, "argv": rest,
                    "tmpfs_bytes": max(limits.file_size_mb << 20, 1 << 20) * 4,
                    "limits": {k: getattr(limits, k) for k in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb",
                                                              "open_files", "processes", "output_bytes")}}
@@ -282,14 +304,28 @@ class Sandbox:
                          out["output_exceeded"], out["elapsed_s"], self.mode)
 
     def infra_pids(self) -> set[int]:
-        """Long-lived fork-server processes (bwrap and the zygote) that run under slot uids."""
+        """Long-lived fork-server processes (bwrap, the zygote, its candidate template) that run
+        under slot uids."""
         if self.forkservers is None:
             return set()
-        return {p for z in self.forkservers.zygotes.values() for p in (z.proc.pid, z.pid)}
+        pids = {p for z in self.forkservers.zygotes.values() for p in (z.proc.pid, z.pid)}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    template = b"sandbox_template.py" in f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if template and ppid in pids:
+                pids.add(int(pid))
+        return pids
 
     def close(self) -> None:
         if self.forkservers is not None:
             self.forkservers.close()
+        if getattr(self, "_inside_copy", None):
+            shutil.rmtree(self._inside_copy, ignore_errors=True)
 
     def _execute(self, uid, work, names, argv, stdin, limits, channel) -> RunResult:
         read_fd = write_fd = None

@@ -7,6 +7,7 @@ program. A zygote that misbehaves is killed and replaced; its program's run is r
 from __future__ import annotations
 
 import _pickle as pickle
+import logging
 import os
 import shutil
 import signal
@@ -18,8 +19,16 @@ from pathlib import Path
 
 from rewards.sandbox_harness import recv as recv_frame
 
+log = logging.getLogger("threefold.sandbox")
 HERE = Path(__file__).resolve().parent
-ZYGOTE_FILES = ("sandbox_zygote.py", "sandbox_harness.py")
+INSIDE_DIR = "/opt/threefold"
+INSIDE_FILES = ("sandbox_zygote.py", "sandbox_harness.py", "sandbox_candidate.py", "sandbox_template.py")
+
+
+def inside_binds() -> list[str]:
+    """bwrap arguments that show the sandbox-side files, and nothing else of ours, at INSIDE_DIR."""
+    binds = [a for name in INSIDE_FILES for a in ("--ro-bind", str(HERE / name), f"{INSIDE_DIR}/{name}")]
+    return ["--perms", "0755", "--dir", INSIDE_DIR, *binds]  # readable once the program drops its uid
 
 
 def _send(sock: socket.socket, obj) -> None:
@@ -30,11 +39,11 @@ def _send(sock: socket.socket, obj) -> None:
 class Zygote:
     def __init__(self, uid: int, python: str, fs: list[str], root: bool):
         self.sock, theirs = socket.socketpair()
-        bwrap = [shutil.which("bwrap"), *fs, "--ro-bind", str(HERE), "/opt/threefold",
+        bwrap = [shutil.which("bwrap"), *fs, *inside_binds(),
                  "--remount-ro", "/", "--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "ALL",
                  "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try", "--die-with-parent",
                  "--new-session", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--",
-                 python, "-I", "-S", "/opt/threefold/sandbox_zygote.py", str(theirs.fileno())]
+                 python, "-I", "-S", f"{INSIDE_DIR}/sandbox_zygote.py", str(theirs.fileno())]
         ids = {"user": uid, "group": uid, "extra_groups": []} if root else {}
         self.log = tempfile.TemporaryFile()  # zygote diagnostics; a pipe nobody drains could block it
         self.proc = subprocess.Popen(bwrap, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
@@ -84,12 +93,15 @@ class ForkServers:
         start = time.perf_counter()
         try:
             return zyg.run(request, stdin, timeout_s)
-        except Exception:  # noqa: BLE001 - broken pipe, hang, garbage: replace the zygote
+        except Exception as e:  # noqa: BLE001 - broken pipe, hang, garbage: replace the zygote
+            zyg.log.seek(0)
+            why = f"sandbox fork server failed ({type(e).__name__}): {zyg.log.read()[-2000:].decode(errors='replace')}"
+            log.warning("%s", why)
             zyg.close()
             del self.zygotes[uid]
-            return {"returncode": -signal.SIGKILL, "stdout": b"", "stderr": b"sandbox fork server failed",
-                    "channel": b"", "timed_out": time.perf_counter() - start >= timeout_s, "output_exceeded": False,
-                    "elapsed_s": time.perf_counter() - start}
+            return {"returncode": -signal.SIGKILL, "stdout": b"", "stderr": why.encode(), "channel": b"",
+                    "timed_out": time.perf_counter() - start >= timeout_s, "output_exceeded": False,
+                    "elapsed_s": time.perf_counter() - start, "sandbox_failure": why}
 
     def close(self) -> None:
         for zyg in self.zygotes.values():

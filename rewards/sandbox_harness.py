@@ -1,16 +1,22 @@
-"""Runs inside the sandbox (stdlib only): the test side and the candidate side in two processes.
+"""The trusted side of `function` and `script` tests; runs inside the sandbox (stdlib only).
 
-The harness process (trusted test code) forks a candidate process that executes the untrusted
-program and answers calls over pipes. Values cross as pickles of plain builtin data only, so a
-candidate cannot hand back an always-equal object or patch the test's builtins. The harness is
-made non-dumpable, so the candidate (same uid) cannot read its memory, fds or environment; the
-completion nonce arrives on stdin only after the fork, and results leave through a channel fd
-the candidate never holds.
+Order of events, which is what keeps the test out of the candidate's reach:
+1. the harness makes itself non-dumpable (a same-uid process cannot read its memory, fds or
+   environment through /proc or ptrace);
+2. it fork+execs the candidate (`sandbox_candidate.py`, a fresh interpreter holding nothing of
+   this process) with stdin on /dev/null and only its two call pipes open;
+3. only then does it read its request from stdin: a length-prefixed pickle of {"nonce", "spec"},
+   spec {"mode": "function"|"script", "entry_points": [...], "cases": [{"args", "kwargs"}],
+   "prelude": str, "test_code": str, "case_timeout_s": float};
+4. it calls the candidate over the pipes and writes records to the channel fd, which the
+   candidate never holds. The test's own prints are captured, never written to stdout/stderr
+   (the candidate shares those pipes and could reopen them for reading).
 
-argv: harness.py SPEC_PICKLE CHANNEL_FD. spec: {"mode": "function"|"script", "entry_point",
-"cases": [{"args", "kwargs"}], "test_code", "case_timeout_s"}
-Only cheap C-level modules are imported (the sandbox's python starts cold every run: json,
-socket and pickle's pure-Python layer would cost ~15 ms a program).
+Test code runs with the real builtins in a namespace of its own: the `prelude` (trusted code
+from the task, e.g. helper functions the test calls), then `candidate` and each entry-point
+name bound to a proxy. Nothing the candidate defines reaches it. Values cross only as plain
+data: the candidate converts its results to builtin types and pickles them, and the harness
+reads them with an unpickler that can build nothing but builtin scalars and containers.
 """
 import _pickle as pickle
 import builtins
@@ -20,12 +26,23 @@ import os
 import select
 import struct
 import sys
+import traceback
 
+try:
+    from rewards.sandbox_candidate import plain  # on the host, as part of the package
+except ImportError:  # inside the sandbox: the sandbox files sit alone in one directory
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sandbox_candidate import plain
+
+CANDIDATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_candidate.py")
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 SAFE_BUILTINS = {"complex", "set", "frozenset", "range", "slice", "bytearray"}
 MAX_MESSAGE = 16 << 20
 
 
 class PlainUnpickler(pickle.Unpickler):
+    """For data from the trusted side (spec, channel records): builtins only, no classes."""
+
     def find_class(self, module, name):
         if module == "builtins" and name in SAFE_BUILTINS:
             return getattr(builtins, name)
@@ -37,7 +54,16 @@ def plain_loads(data: bytes):
 
 
 class Timeout(Exception):
-    pass
+    """No frame arrived in time."""
+
+
+class CallTimeout(BaseException):
+    """The candidate did not answer in time (BaseException: a test's `except Exception` must not
+    swallow it and go on talking to a candidate whose late answer is still in the pipe)."""
+
+
+class CandidateGone(BaseException):
+    """The candidate process died or broke the protocol."""
 
 
 def send(fd: int, obj) -> None:
@@ -61,135 +87,223 @@ def _exact(fd: int, n: int, timeout: float | None) -> bytes:
             raise Timeout("no answer from the candidate in time")
         chunk = os.read(fd, n - len(buf))
         if not chunk:
-            raise EOFError("candidate process closed the connection")
+            raise EOFError("the other side closed the connection")
         buf += chunk
     return buf
 
 
-def candidate_main(rfd: int, wfd: int, chan_fd: int) -> None:
-    """Child: drop the channel and stdin, run the program, then serve calls forever."""
-    os.close(chan_fd)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    src = open("solution.py", encoding="utf-8", errors="replace").read()
-    try:
-        code = compile(src, "solution.py", "exec")
-    except (SyntaxError, ValueError) as e:
-        send(wfd, ("syntax_error", f"{type(e).__name__}: {e}"))
-        os._exit(0)
-    ns = {"__name__": "solution", "__builtins__": builtins}
-    try:
-        exec(code, ns)
-    except BaseException as e:  # noqa: BLE001 - report whatever the program raised at import
-        send(wfd, ("load_error", type(e).__name__, str(e)[:2000]))
-        os._exit(0)
-    send(wfd, ("ready", sorted(k for k, v in ns.items() if callable(v) and not k.startswith("__"))))
-    while True:
-        _, name, args, kwargs = pickle.loads(recv(rfd))
-        try:
-            reply = ("ok", ns[name](*args, **kwargs))
-            data = pickle.dumps(reply, protocol=4)
-        except BaseException as e:  # noqa: BLE001
-            reply = ("exc", type(e).__name__, str(e)[:2000])
-            data = pickle.dumps(reply, protocol=4)
-        data = struct.pack("!I", len(data)) + data
-        while data:
-            data = data[os.write(wfd, data):]
+class Frames:
+    """Length-prefixed frames from a pipe, read in large chunks (one read per small reply)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf = fd, b""
+
+    def read(self, timeout: float | None = None) -> bytes:
+        while True:
+            if len(self.buf) >= 4:
+                size = struct.unpack("!I", self.buf[:4])[0]
+                if size > MAX_MESSAGE:
+                    raise ValueError(f"message of {size} bytes is too large")
+                if len(self.buf) >= 4 + size:
+                    frame, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
+                    return frame
+            if timeout is not None and not select.select([self.fd], [], [], timeout)[0]:
+                raise Timeout("no answer from the candidate in time")
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                raise EOFError("the other side closed the connection")
+            self.buf += chunk
 
 
 class Candidate:
-    """The harness's handle on the candidate process."""
+    """The harness's handle on the candidate. Without `fds` it fork+execs a fresh interpreter;
+    with `fds` (read, write) it talks to one the fork server's template has started in this
+    run's namespaces, which waits for the go-ahead sent here (/work is ready by now)."""
 
-    def __init__(self, chan_fd: int, timeout: float):
-        to_child, self.wfd = os.pipe()
-        self.rfd, from_child = os.pipe()
-        self.timeout = timeout
-        self.pid = os.fork()
-        if self.pid == 0:
-            os.close(self.wfd)
-            os.close(self.rfd)
+    def __init__(self, timeout: float, fds: tuple = ()):
+        self.timeout, self.alive, self.pid = timeout, True, None
+        if fds:
+            self.rfd, self.wfd = fds
             try:
-                candidate_main(to_child, from_child, chan_fd)
-            finally:
-                os._exit(0)
-        os.close(to_child)
-        os.close(from_child)
-        hello = plain_loads(recv(self.rfd, timeout))
-        self.status, self.names = hello[0], hello[1] if hello[0] == "ready" else []
-        self.detail = hello[1:]
+                os.write(self.wfd, b"g")
+            except OSError:
+                self.alive = False
+        else:
+            to_child, self.wfd = os.pipe()
+            self.rfd, from_child = os.pipe()
+            self.pid = os.fork()
+            if self.pid == 0:
+                _exec_candidate(to_child, from_child)
+            os.close(to_child)
+            os.close(from_child)
+        self.frames = Frames(self.rfd)
 
-    def stop(self) -> None:
-        """Kill and reap the candidate, so no orphan is left for the namespace teardown."""
+    def hello(self) -> tuple:
+        """("ready",), ("syntax_error", msg), ("load_error", type, msg), ("timeout",) or ("crashed",)."""
         try:
-            os.kill(self.pid, 9)
-            os.waitpid(self.pid, 0)
-        except OSError:
-            pass
+            return tuple(self._reply())
+        except CallTimeout:
+            return ("timeout",)
+        except CandidateGone:
+            return ("crashed",)
+
+    def _reply(self):
+        try:
+            return plain_loads(self.frames.read(self.timeout))
+        except Timeout:
+            self.stop()
+            raise CallTimeout("the candidate did not answer in time") from None
+        except (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError, MemoryError, RecursionError) as e:
+            self.stop()
+            raise CandidateGone(f"candidate process failed: {e}") from None
 
     def call(self, name: str, args, kwargs):
-        send(self.wfd, ("call", name, list(args), dict(kwargs)))
-        reply = plain_loads(recv(self.rfd, self.timeout))
-        if reply[0] == "ok":
+        if not self.alive:
+            raise CandidateGone("the candidate process is no longer running")
+        try:
+            data = pickle.dumps(("call", name, plain(list(args)), plain(dict(kwargs))), protocol=4)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"arguments passed to the candidate must be plain data: {e}") from None
+        try:
+            data = struct.pack("!I", len(data)) + data
+            while data:
+                data = data[os.write(self.wfd, data):]
+        except OSError as e:
+            self.stop()
+            raise CandidateGone(f"candidate process failed: {e}") from None
+        reply = self._reply()
+        if not isinstance(reply, tuple) or not reply or reply[0] not in ("ok", "exc"):
+            self.stop()
+            raise CandidateGone("candidate broke the call protocol")
+        if reply[0] == "ok" and len(reply) == 2:
             return reply[1]
-        exc = getattr(builtins, str(reply[1]), None)
+        exc = getattr(builtins, str(reply[1]), None) if len(reply) == 3 else None
         if not (isinstance(exc, type) and issubclass(exc, Exception)):
             exc = RuntimeError
-        raise exc(f"{reply[1]}: {reply[2]}")
+        raise exc(f"{reply[1]}: {reply[2]}" if len(reply) == 3 else "malformed exception reply")
+
+    def stop(self) -> None:
+        """Kill the candidate and everything it started, and reap what is ours to reap."""
+        if not self.alive:
+            return
+        self.alive = False
+        try:
+            if self.pid is None:  # we are pid 1 of the run's namespace: -1 is everyone else in it
+                os.kill(-1, 9)
+                while os.waitpid(-1, 0):
+                    pass
+            else:
+                os.kill(self.pid, 9)
+                os.waitpid(self.pid, 0)
+        except OSError:  # ChildProcessError: nothing left to reap
+            pass
+
+
+def _exec_candidate(rfd: int, wfd: int) -> None:
+    """Child: keep stdout/stderr and the two call pipes, nothing else; exec a fresh python."""
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        keep = {0, 1, 2, rfd, wfd}
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.set_inheritable(rfd, True)
+        os.set_inheritable(wfd, True)
+        os.execve(sys.executable, [sys.executable, "-I", "-S", CANDIDATE, str(rfd), str(wfd)], ENV)
+    finally:
+        os._exit(127)
 
 
 def run_function(spec, chan, cand: Candidate) -> None:
     for case in spec["cases"]:
         try:
-            value = cand.call(spec["entry_point"], case.get("args", []), case.get("kwargs", {}))
-            record = {"ok": True, "value": value}
-        except Timeout:
-            chan.write(pickle.dumps({"ok": False, "error": "timeout"}, protocol=4))
+            record = {"ok": True, "value": cand.call(spec["entry_points"][0], case.get("args", []),
+                                                     case.get("kwargs", {}))}
+        except CallTimeout:
+            _write(chan, {"ok": False, "error": "timeout"})
             return  # the candidate is stuck; the remaining cases do not run
-        except pickle.UnpicklingError as e:
-            record = {"ok": False, "error": f"TypeError: {e}"}
-        except (EOFError, OSError) as e:
-            chan.write(pickle.dumps({"ok": False, "error": f"crashed: {e}"}, protocol=4))
+        except CandidateGone as e:
+            _write(chan, {"ok": False, "error": f"crashed: {e}"})
             return
-        except Exception as e:  # noqa: BLE001 - the candidate's own exception
+        except Exception as e:  # noqa: BLE001 - the candidate's own exception, or a non-plain value
             record = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
-        chan.write(pickle.dumps(record, protocol=4))
-        chan.flush()
+        _write(chan, record)
 
 
-def run_script(spec, chan, cand: Candidate, nonce: str) -> None:
+def run_script(spec, cand: Candidate, nonce: str) -> dict:
+    """Run prelude + test code + check(candidate); the result record for the channel."""
     def proxy(name):
-        return lambda *a, **k: cand.call(name, a, k)
+        def call(*args, **kwargs):
+            return cand.call(name, args, kwargs)
+        call.__name__ = call.__qualname__ = name
+        return call
 
     env = {"__name__": "__test__", "__builtins__": builtins}
-    env.update({name: proxy(name) for name in cand.names})
-    exec(compile(spec["test_code"], "test.py", "exec"), env)
-    if spec.get("entry_point"):
-        env["check"](proxy(spec["entry_point"]))
-    chan.write(f"COMPLETED {nonce}\n".encode())
-    chan.flush()
-
-
-def main() -> None:
-    with open(sys.argv[1], "rb") as f:
-        spec = plain_loads(f.read())
-    chan_fd = int(sys.argv[2])
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
-    cand = Candidate(chan_fd, spec.get("case_timeout_s", 10.0))
-    nonce = sys.stdin.readline().strip()  # only after the fork: the candidate never saw it
-    chan = os.fdopen(chan_fd, "wb")
-    chan.write(pickle.dumps({"status": cand.status, "detail": list(cand.detail)}, protocol=4))
-    chan.flush()
-    if cand.status != "ready":
-        cand.stop()
-        return
+    out = io.StringIO()
+    real = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = out
     try:
+        if spec.get("prelude"):
+            exec(compile(spec["prelude"], "prelude.py", "exec"), env)
+        entries = [proxy(name) for name in spec["entry_points"]]
+        env.update({name: p for name, p in zip(spec["entry_points"], entries)}, candidate=entries[0])
+        exec(compile(spec["test_code"], "test.py", "exec"), env)
+        if callable(env.get("check")):
+            env["check"](entries[0])
+        result = {"result": "passed", "nonce": nonce}
+    except CallTimeout:
+        result = {"result": "timeout", "error": "the candidate did not answer in time"}
+    except AssertionError:
+        result = {"result": "failed", "error": traceback.format_exc(limit=-3)}
+    except BaseException:  # noqa: BLE001 - the candidate's exception escaped the test, or it crashed
+        result = {"result": "runtime_error", "error": traceback.format_exc(limit=-3)}
+    finally:
+        sys.stdout, sys.stderr = real
+    if out.tell():
+        result["output"] = out.getvalue()[-1000:]
+    result["error"] = result.get("error", "")[-2000:]
+    return result
+
+
+def _write(chan, record: dict) -> None:
+    chan.write(pickle.dumps(record, protocol=4))
+    chan.flush()
+
+
+def request_bytes(nonce: str, spec: dict) -> bytes:
+    """What the harness reads on stdin (built on the host)."""
+    data = pickle.dumps({"nonce": nonce, "spec": spec}, protocol=4)
+    return struct.pack("!I", len(data)) + data
+
+
+def main(chan_fd: int, call_fds: tuple = ()) -> None:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0, before any secret arrives
+    cand = None
+    try:
+        spec_timeout = 10.0
+        cand = Candidate(spec_timeout, call_fds)
+        request = plain_loads(recv(0))  # only now: the candidate is already a separate image
+        nonce, spec = request["nonce"], request["spec"]
+        cand.timeout = spec.get("case_timeout_s", spec_timeout)
+        chan = os.fdopen(chan_fd, "wb")
+        hello = cand.hello()
+        _write(chan, {"status": hello[0], "detail": list(hello[1:])})
+        if hello[0] != "ready":
+            return
         if spec["mode"] == "function":
             run_function(spec, chan, cand)
         else:
-            run_script(spec, chan, cand, nonce)
+            result = run_script(spec, cand, nonce)
+            cand.stop()  # gone before the verdict is written
+            _write(chan, result)
     finally:
-        cand.stop()
+        if cand is not None:
+            cand.stop()
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[-1]))

@@ -54,8 +54,16 @@ def row_problem(row) -> str | None:
             return f"every {tests['type']} case needs {need[0]!r}"
         if tests["type"] == "function" and any(not isinstance(c.get("args", []), list) for c in cases):
             return "function case 'args' must be a list"
-    if tests["type"] == "script" and not isinstance(tests.get("code"), str):
-        return "script tests need 'code' (the test program) as a string"
+    if tests["type"] == "script":
+        if not isinstance(tests.get("code"), str):
+            return "script tests need 'code' (the test program) as a string"
+        names = tests.get("entry_point")
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.isidentifier() for n in names):
+            return ("script tests need 'entry_point': the name (or a list of names) of the program's functions "
+                    "the test may call; the test sees nothing else of the program")
+        if not isinstance(tests.get("prelude", ""), str):
+            return "script 'prelude' (trusted code run before the test, e.g. helpers it calls) must be a string"
     limits = row.get("limits", {})
     if not isinstance(limits, dict) or any(k not in ("timeout_s", "memory_mb") for k in limits):
         return "'limits' may only hold timeout_s and memory_mb"

@@ -16,7 +16,7 @@ ROWS = [
      "tests": {"type": "stdio", "cases": [{"stdin": "7\n", "stdout": "49"}, {"stdin": "3", "stdout": "  9  \n\n"}]}},
     {"id": "loop", "kind": "code", "program": "while True: pass", "limits": {"timeout_s": 1},
      "tests": {"type": "stdio", "cases": [{"stdin": "", "stdout": ""}]}},
-    {"id": "syntax", "kind": "code", "program": "def f(:\n", "tests": {"type": "script", "code": "assert True"}},
+    {"id": "syntax", "kind": "code", "program": "def f(:\n", "tests": {"type": "script", "code": "assert True", "entry_point": "f"}},
     {"id": "no-tests", "kind": "code", "program": "print(1)"},
     {"id": "math", "kind": "math", "response": "so the answer is \\boxed{\\frac{2}{4}}", "answer": "0.5"},
 ]

@@ -25,7 +25,7 @@ def problems() -> list[dict]:
 def run_all(sandbox, problems, body: str | None) -> dict[str, str]:
     def one(p):
         program = p["prompt"] + (p["canonical_solution"] if body is None else body)
-        tests = {"type": "script", "code": p["test"], "entry_point": p["entry_point"]}
+        tests = {"type": "script", "code": p["test"], "entry_point": p["entry_point"], "prelude": p["prompt"]}
         return p["task_id"], run_script_test(sandbox, program, tests, LIMITS).status
 
     with ThreadPoolExecutor(max_workers=2) as pool:
