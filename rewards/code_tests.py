@@ -57,6 +57,8 @@ def normalise_lines(text: str) -> list[str]:
 def failure_status(run: RunResult) -> str | None:
     """Status from how the process ended, or None if it ended on its own terms."""
     err = run.stderr[-4000:].decode(errors="replace")
+    if run.sandbox_failed:
+        return "sandbox_error"
     if run.output_exceeded:
         return "output_limit"
     if "MemoryError" in err:

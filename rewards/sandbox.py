@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rewards.sandbox_forkserver import HERE, INSIDE_DIR, INSIDE_FILES, ForkServers, inside_binds
+from rewards.sandbox_procs import PidsCgroup, kill_uid
 
 log = logging.getLogger("threefold.sandbox")
 
@@ -33,6 +34,7 @@ MODES = ("bwrap-forkserver", "bwrap-userns", "bwrap-root", "rlimits", "none")
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 UID_BASE = 61000
 UIDS_PER_SLOT = 8
+SANDBOX_FAILURE = "sandbox failure"  # a RunResult note: the sandbox broke, not the program
 
 
 class SandboxUnavailable(RuntimeError):
@@ -61,6 +63,10 @@ class RunResult:
     elapsed_s: float = 0.0
     mode: str = ""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def sandbox_failed(self) -> bool:
+        return any(n.startswith(SANDBOX_FAILURE) for n in self.notes)
 
     @property
     def signal(self) -> int | None:
@@ -118,62 +124,6 @@ def _bwrap_fs(python: str, work: str, size: int | None = None) -> list[str]:
         # /dev/shm gets its own tmpfs; the rest of /dev is read-only (device nodes still work)
         fs += [*sized, "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     return fs
-
-
-class PidsCgroup:
-    """cgroup v1/v2 `pids.max` per sandbox uid, where the host lets us create cgroups.
-
-    The program joins its cgroup itself (a shell writes its own pid, then execs), so nothing it
-    forks can start outside: the uid owns its `cgroup.procs`, nothing else."""
-
-    def __init__(self, root: str | None = None):
-        self.root = root or next((r for r in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
-                                  if os.path.isfile(os.path.join(r, "cgroup.procs"))), None)
-        self.base = os.path.join(self.root, "threefold-sandbox") if self.root else None
-        try:
-            os.makedirs(self.base, exist_ok=True)
-            self.available = os.path.isfile(os.path.join(self.base, "pids.max"))
-        except (OSError, TypeError):
-            self.available = False
-
-    def prepare(self, uid: int, max_pids: int) -> list[str]:
-        """Argv prefix that puts the program into uid's cgroup; [] when cgroups are unavailable."""
-        if not self.available:
-            return []
-        path = os.path.join(self.base, str(uid))
-        try:
-            os.makedirs(path, exist_ok=True)
-            with open(os.path.join(path, "pids.max"), "w") as f:
-                f.write(str(max_pids))
-            os.chown(os.path.join(path, "cgroup.procs"), uid, uid)
-        except OSError:
-            return []
-        return ["/bin/sh", "-c", f'echo $$ > {path}/cgroup.procs && exec "$@"', "sh"]
-
-    def kill_all(self, uid: int) -> None:
-        if not self.available:
-            return
-        try:
-            with open(os.path.join(self.base, str(uid), "cgroup.procs")) as f:
-                for pid in f.read().split():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-
-
-def kill_uid(uid: int) -> int:
-    """SIGKILL every process whose real uid is `uid`; returns how many were found."""
-    found = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                uid_line = next(line for line in f if line.startswith("Uid:"))
-            if int(uid_line.split()[1]) == uid:
-                found += 1
-                os.kill(int(pid), signal.SIGKILL)
-        except (OSError, StopIteration, ValueError):
-            continue
-    return found
 
 
 class Sandbox:
@@ -303,8 +253,9 @@ class Sandbox:
                    "limits": {k: getattr(limits, k) for k in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb",
                                                              "open_files", "processes", "output_bytes")}}
         out = self.forkservers.run(uid, request, stdin, limits.timeout_s)
+        notes = [f"{SANDBOX_FAILURE}: {out['sandbox_failure']}"] if out.get("sandbox_failure") else []
         return RunResult(out["returncode"], out["stdout"], out["stderr"], out["channel"], out["timed_out"],
-                         out["output_exceeded"], out["elapsed_s"], self.mode)
+                         out["output_exceeded"], out["elapsed_s"], self.mode, notes)
 
     def infra_pids(self) -> set[int]:
         """Long-lived fork-server processes (bwrap, the zygote, its candidate template) that run

@@ -22,6 +22,7 @@ import _pickle as pickle
 import builtins
 import ctypes
 import io
+import linecache
 import os
 import select
 import struct
@@ -247,6 +248,8 @@ def run_script(spec, cand: Candidate, nonce: str) -> dict:
     real = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
     try:
+        for name, source in (("prelude.py", spec.get("prelude") or ""), ("test.py", spec["test_code"])):
+            linecache.cache[name] = (len(source), None, source.splitlines(True), name)  # tracebacks quote the line
         if spec.get("prelude"):
             exec(compile(spec["prelude"], "prelude.py", "exec"), env)
         entries = [proxy(name) for name in spec["entry_points"]]
@@ -257,16 +260,24 @@ def run_script(spec, cand: Candidate, nonce: str) -> dict:
         result = {"result": "passed", "nonce": nonce}
     except CallTimeout:
         result = {"result": "timeout", "error": "the candidate did not answer in time"}
-    except AssertionError:
-        result = {"result": "failed", "error": traceback.format_exc(limit=-3)}
-    except BaseException:  # noqa: BLE001 - the candidate's exception escaped the test, or it crashed
-        result = {"result": "runtime_error", "error": traceback.format_exc(limit=-3)}
+    except AssertionError as e:
+        result = {"result": "failed", "error": _test_traceback(e)}
+    except BaseException as e:  # noqa: BLE001 - the candidate's exception escaped the test, or it crashed
+        result = {"result": "runtime_error", "error": _test_traceback(e)}
     finally:
         sys.stdout, sys.stderr = real
     if out.tell():
         result["output"] = out.getvalue()[-1000:]
     result["error"] = result.get("error", "")[-2000:]
     return result
+
+
+def _test_traceback(e: BaseException) -> str:
+    """The traceback from the test's own frames on (the harness's are noise to the reader)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb, limit=-4))
 
 
 def _write(chan, record: dict) -> None:

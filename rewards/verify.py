@@ -14,7 +14,7 @@ from rewards.math_answer import MathChecker
 from rewards.sandbox import Limits, Sandbox
 
 STATUSES = ("passed", "failed", "timeout", "memory_limit", "output_limit", "runtime_error", "syntax_error",
-            "sandbox_error", "invalid_input")
+            "sandbox_error", "no_answer", "error", "invalid_input")  # the README's table lists each
 TEST_TYPES = ("function", "stdio", "script")
 
 
@@ -96,13 +96,13 @@ def verify_row(row, sandbox: Sandbox, checker: MathChecker, settings: VerifySett
         return {"id": row_id, "reward": result.score, "passed": int(ok), "total": 1, "status": result.status,
                 "cases": [{"status": result.status, **result.detail}], "elapsed_s": time.perf_counter() - start}
     tests, limits = row["tests"], row_limits(row, settings)
+    run = {"function": lambda: run_function_tests(sandbox, row["program"], tests, limits, settings.rel_tol),
+           "stdio": lambda: run_stdio_tests(sandbox, row["program"], tests, limits),
+           "script": lambda: run_script_test(sandbox, row["program"], tests, limits)}[tests["type"]]
     try:
-        if tests["type"] == "function":
-            verdict = run_function_tests(sandbox, row["program"], tests, limits, settings.rel_tol)
-        elif tests["type"] == "stdio":
-            verdict = run_stdio_tests(sandbox, row["program"], tests, limits)
-        else:
-            verdict = run_script_test(sandbox, row["program"], tests, limits)
+        verdict = run()
+        if verdict.status == "sandbox_error":  # the sandbox broke (and was replaced), not the program
+            verdict = run()
     except Exception as e:  # noqa: BLE001 - a broken sandbox run must not lose the row
         return {**invalid(row_id, f"sandbox failed: {type(e).__name__}: {e}"), "status": "sandbox_error"}
     return {"id": row_id, "reward": verdict.reward(settings.all_or_nothing), "passed": verdict.passed,

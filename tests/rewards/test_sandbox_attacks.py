@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rewards.math_answer import MathChecker
+from rewards.code_tests import run_function_tests
 from rewards.sandbox import UID_BASE, Limits, Sandbox, SandboxUnavailable
 from rewards.verify import VerifySettings, verify_row
 from tests.rewards.conftest import sandbox_pids
@@ -279,3 +280,28 @@ def test_programs_hold_no_capabilities(run, tests):
     else:
         program = probe + "def add(a, b):\n    return a + b if caps() == 0 else -1\n"
         assert run(program, ADD)["reward"] == 1.0
+
+
+def test_dead_template_is_a_sandbox_error_then_replaced(checker):
+    """Killing the slot's candidate template fails only the run in flight, as `sandbox_error`
+    (not the program's fault); the row is retried once and the slot works again."""
+    try:
+        box = Sandbox("bwrap-forkserver", slots=1, uid_base=UID_BASE + 3584)
+    except SandboxUnavailable:
+        pytest.skip("only the fork-server mode has a candidate template")
+    try:
+        row = {"id": "t", "kind": "code", "program": "def add(a, b):\n    return a + b\n", "tests": ADD}
+        assert verify_row(row, box, checker, SETTINGS)["status"] == "passed"
+        (zygote,) = box.forkservers.zygotes.values()
+        templates = box.infra_pids() - {zygote.pid, zygote.proc.pid}
+        assert len(templates) == 1
+        os.kill(templates.pop(), 9)
+        time.sleep(0.1)
+        lost = run_function_tests(box, row["program"], ADD, SETTINGS.limits, 1e-6)
+        assert lost.status == "sandbox_error" and lost.passed == 0
+        assert verify_row(row, box, checker, SETTINGS)["status"] == "passed"
+        os.kill((box.infra_pids() - {zygote.pid, zygote.proc.pid}).pop(), 9)
+        time.sleep(0.1)
+        assert verify_row(row, box, checker, SETTINGS)["status"] == "passed"  # retried inside verify_row
+    finally:
+        box.close()
