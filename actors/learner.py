@@ -26,7 +26,14 @@ class Learner:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.trainer.probe_logprobs(token_ids)
 
-    def weights_digest(self) -> str:
+    def weights_digest(self, which: str = "policy") -> str | None:
+        """sha256 of the policy's (or the critic's; None without one) weights."""
+        if which == "critic":
+            if self.trainer.critic is None:
+                return None
+            from learners.policy import export_weights
+
+            return hashlib.sha256(export_weights(self.trainer.critic)).hexdigest()
         return hashlib.sha256(self.trainer.export()).hexdigest()
 
     def get_version(self) -> int:

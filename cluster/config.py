@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from learners.algos import advantage_estimators, kl_estimators
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -74,29 +73,83 @@ class RewardConfig(Section):
     """Also cap each program's processes with a cgroup `pids.max` (root only; ~10 ms per program on cgroup v1)."""
 
 
+class KLConfig(Section):
+    estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator to the frozen reference: k1 = log π/π_ref, k2 = ½(log π/π_ref)², k3 = Schulman's."""
+    coef: float = Field(0.01, ge=0.0)
+    """β, the KL weight (the start value when `target` makes it adaptive)."""
+    in_reward: bool | None = None
+    """True: −β·KL_t is part of every token's reward (classic RLHF); False: β·KL is a loss term. Default: True for ppo and reinforce_pp, else False."""
+    target: float | None = Field(None, gt=0.0)
+    """Adaptive β (Ziegler et al. 2019): steer the per-token KL towards this value; None keeps β fixed."""
+    horizon: int = Field(10000, ge=1)
+    """Samples over which the adaptive controller may change β by at most ±20 %."""
+
+
+class CriticConfig(Section):
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    """Critic AdamW learning rate (ppo only)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Updates that train only the critic before the policy starts moving (ppo only)."""
+    value_clip: float | None = Field(0.2, gt=0.0)
+    """Clip the new value to old ± this in the value loss; None turns value clipping off (ppo only)."""
+    model_dir: Path | None = None
+    """Initialise the critic from this directory (a saved critic); default: the policy with a fresh head (ppo only)."""
+    gamma: float = Field(1.0, gt=0.0, le=1.0)
+    """Discount γ for GAE (ppo) and REINFORCE++ returns."""
+    lam: float = Field(0.95, ge=0.0, le=1.0)
+    """GAE λ (ppo only)."""
+    normalize_advantages: bool = True
+    """Whiten GAE advantages over the batch (ppo only)."""
+
+
+class DynamicSamplingConfig(Section):
+    enabled: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts to fill the batch."""
+    max_rounds: int = Field(3, ge=0, le=32)
+    """Extra sampling rounds at most per step; the step trains on what it has after them."""
+
+
+class OverlongConfig(Section):
+    buffer: int = Field(0, ge=0)
+    """DAPO soft overlong penalty: responses longer than max_new_tokens − buffer lose up to `penalty`; 0 = off."""
+    penalty: float = Field(1.0, ge=0.0)
+    """Penalty at the length limit."""
+
+
 class AlgorithmConfig(Section):
-    estimator: str = "grpo"
-    """Advantage estimator: grpo (group-normalised) or rloo (leave-one-out baseline)."""
-    clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
-    """PPO clip range ε for the importance ratio."""
-    kl_coef: float = Field(0.01, ge=0.0)
-    """Weight β of the KL penalty to the frozen reference model."""
-    kl_estimator: str = "k3"
-    """Per-token KL estimator: k1 or k3."""
+    name: Literal["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp"] = "grpo"
+    """ppo (critic + GAE), grpo, dr_grpo (no std division, constant-length normaliser), rloo, reinforce_pp."""
+    clip_low: float = Field(0.2, gt=0.0, lt=1.0)
+    """PPO clip range below: the ratio is clipped at 1 − clip_low."""
+    clip_high: float = Field(0.2, gt=0.0, lt=10.0)
+    """PPO clip range above: 1 + clip_high (DAPO clip-higher: larger than clip_low)."""
+    dual_clip: float | None = Field(None, gt=1.0)
+    """Dual-clip c (Ye et al. 2020): for negative advantages the loss is at most −c·A; None = off."""
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = None
+    """Loss aggregation; default seq_mean_token_sum_norm for dr_grpo, token_mean otherwise."""
+    entropy_coef: float = Field(0.0, ge=0.0)
+    """Entropy bonus weight (0 = none)."""
+    tis_cap: float | None = Field(None, gt=0.0)
+    """Truncated importance sampling: recompute the learner's log-probs of fresh rollouts and weight each token by min(π_learner/π_vLLM, cap); None = off."""
+    kl: KLConfig = KLConfig()
+    critic: CriticConfig = CriticConfig()
+    dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
+    overlong: OverlongConfig = OverlongConfig()
 
-    @field_validator("estimator")
-    @classmethod
-    def _estimator(cls, v: str) -> str:
-        if v not in advantage_estimators.names():
-            raise ValueError(f"unknown estimator {v!r}; use one of: {', '.join(advantage_estimators.names())}")
-        return v
+    @model_validator(mode="after")
+    def _fields_fit_the_algorithm(self) -> "AlgorithmConfig":
+        if self.name != "ppo":
+            extra = sorted(k for k in self.critic.model_fields_set if k != "gamma")
+            if extra:
+                raise ValueError(f"algorithm.critic.{extra[0]} applies to ppo only; remove it or set algorithm.name: ppo")
+        return self
 
-    @field_validator("kl_estimator")
-    @classmethod
-    def _kl(cls, v: str) -> str:
-        if v not in kl_estimators.names():
-            raise ValueError(f"unknown KL estimator {v!r}; use one of: {', '.join(kl_estimators.names())}")
-        return v
+    def aggregation(self) -> str:
+        return self.loss_agg or ("seq_mean_token_sum_norm" if self.name == "dr_grpo" else "token_mean")
+
+    def kl_in_reward(self) -> bool:
+        return self.kl.in_reward if self.kl.in_reward is not None else self.name in ("ppo", "reinforce_pp")
 
 
 class LearnerConfig(Section):
@@ -107,9 +160,17 @@ class LearnerConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0.0)
     """Gradient-norm clip."""
     epochs: int = Field(1, ge=1, le=16)
-    """Optimizer steps per rollout batch (1 = on-policy)."""
+    """Passes over each rollout batch (1 = on-policy)."""
+    minibatches: int = Field(1, ge=1, le=1024)
+    """Shuffled minibatches per epoch, one optimizer step each."""
     micro_batch_size: int = Field(256, ge=1)
-    """Samples per forward/backward; gradients accumulate over the batch."""
+    """Samples per forward/backward; gradients accumulate over a minibatch."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear learning-rate warm-up, in updates."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """Learning rate after warm-up: constant, or cosine decay to min_lr_ratio·lr at the last step."""
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """Floor of the cosine schedule as a fraction of lr."""
 
 
 class ResourcesConfig(Section):
@@ -243,7 +304,9 @@ def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int]) -> 
 def type_name(ann) -> str:
     if get_origin(ann) is Literal:
         return " or ".join(f"`{a}`" for a in get_args(ann))
-    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "").replace("|", "or")
+    if get_args(ann) and get_origin(ann) in (Union, UnionType):
+        return " or ".join(type_name(a) for a in get_args(ann))
+    return "None" if ann is type(None) else getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
 def reference_markdown() -> str:

@@ -16,7 +16,9 @@ from cluster.scaling import read_request
 from cluster.verifier_pool import VerifierPool
 from cluster.weight_sync import ObjectStoreSync
 from learners.rollout import RolloutBatch
-from learners.trainer import UpdateSettings
+from learners.losses import Clip
+from learners.shaping import informative_groups, overlong_penalty
+from learners.trainer import CriticSettings, UpdateSettings
 from rewards.verify import VerifySettings
 
 
@@ -32,11 +34,18 @@ def split(items: list, parts: int) -> list[list]:
 
 
 def update_settings(cfg: RunConfig) -> UpdateSettings:
-    a, lr = cfg.algorithm, cfg.learner
+    a, lr, c = cfg.algorithm, cfg.learner, cfg.algorithm.critic
+    critic = CriticSettings(lr=c.lr, warmup_steps=c.warmup_steps, value_clip=c.value_clip,
+                            model_dir=str(c.model_dir.resolve()) if c.model_dir else None, gamma=c.gamma, lam=c.lam,
+                            normalize_advantages=c.normalize_advantages)
     return UpdateSettings(
-        lr=lr.lr, weight_decay=lr.weight_decay, max_grad_norm=lr.max_grad_norm, clip_eps=a.clip_eps,
-        kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, advantage_estimator=a.estimator,
-        epochs=lr.epochs, micro_batch_size=lr.micro_batch_size, seed=cfg.seed,
+        algorithm=a.name, lr=lr.lr, weight_decay=lr.weight_decay, max_grad_norm=lr.max_grad_norm,
+        clip=Clip(a.clip_low, a.clip_high, a.dual_clip), loss_agg=a.aggregation(), entropy_coef=a.entropy_coef,
+        kl_coef=a.kl.coef, kl_estimator=a.kl.estimator, kl_in_reward=a.kl_in_reward(), kl_target=a.kl.target,
+        kl_horizon=a.kl.horizon, tis_cap=a.tis_cap, epochs=lr.epochs, minibatches=lr.minibatches,
+        micro_batch_size=lr.micro_batch_size, max_new_tokens=cfg.rollout.max_new_tokens,
+        warmup_steps=lr.warmup_steps, schedule=lr.schedule, total_steps=cfg.steps, min_lr_ratio=lr.min_lr_ratio,
+        critic=critic, seed=cfg.seed,
     )
 
 
@@ -77,6 +86,33 @@ class Controller:
                 for g, s in zip(self.generators, shards)]
         return RolloutBatch.concat(ray.get(refs))
 
+    def sample_scored(self, n_prompts: int) -> tuple[RolloutBatch, dict]:
+        """A scored batch of `n_prompts` groups. With dynamic sampling, groups whose rewards are all
+        equal are dropped and more prompts sampled, for at most `max_rounds` extra rounds (if every
+        group of every round was dropped, the last round is used as it is)."""
+        ds, over, max_len = self.cfg.algorithm.dynamic_sampling, self.cfg.algorithm.overlong, self.cfg.rollout.max_new_tokens
+        kept, info = [], {"groups_dropped": 0, "extra_rounds": 0, "time_generate": 0.0, "time_reward": 0.0}
+        have = lambda: sum(len(set(b.group_ids)) for b in kept)  # noqa: E731
+        while True:
+            t0 = time.perf_counter()
+            batch = self.rollout(self.sampler.next(n_prompts - have()))
+            t1 = time.perf_counter()
+            batch.rewards, batch.statuses = self.score(batch.texts, batch.metadata)
+            info["time_generate"] += t1 - t0
+            info["time_reward"] += time.perf_counter() - t1
+            if over.buffer:
+                batch.rewards = [r + overlong_penalty(len(ids), max_len, over.buffer, over.penalty)
+                                 for r, ids in zip(batch.rewards, batch.response_ids)]
+            if not ds.enabled:
+                return batch, info
+            good = sorted(informative_groups(batch.rewards, batch.group_ids))
+            info["groups_dropped"] += len(set(batch.group_ids)) - len(good)
+            if good:
+                kept.append(batch.select_groups(good))
+            if have() >= n_prompts or info["extra_rounds"] >= ds.max_rounds:
+                return (RolloutBatch.concat(kept) if kept else batch), info
+            info["extra_rounds"] += 1
+
     def score(self, texts: list[str], rows: list[dict]) -> tuple[list[float], list[str]]:
         results = self.verifiers.score(texts, [str(r["answer"]) for r in rows])
         return [x.score for x in results], [x.status for x in results]
@@ -96,17 +132,16 @@ class Controller:
 
     def step(self, step: int) -> dict:
         self.apply_scaling()
-        t0 = time.perf_counter()
-        batch = self.rollout(self.sampler.next(self.cfg.rollout.prompts_per_step))
-        t1 = time.perf_counter()
-        batch.rewards, batch.statuses = self.score(batch.texts, batch.metadata)
+        batch, sampling = self.sample_scored(self.cfg.rollout.prompts_per_step)
         t2 = time.perf_counter()
         stats = ray.get(self.learner.update.remote(batch))
         t3 = time.perf_counter()
         self.version += 1
         self.sync.push(self.version)
         record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version,
-                  "verifiers": len(self.verifiers.actors)}
+                  "verifiers": len(self.verifiers.actors), "samples": len(batch), **sampling}
+        if not self.cfg.algorithm.dynamic_sampling.enabled:
+            del record["groups_dropped"], record["extra_rounds"]
         if step % self.cfg.logging.parity_every == 0:
             record["parity_max_abs_diff"] = self.sync.check_parity()
         t4 = time.perf_counter()
@@ -114,8 +149,8 @@ class Controller:
         record.update(
             reward_mean=sum(batch.rewards) / len(batch),
             accuracy=sum(s == "passed" for s in batch.statuses) / len(batch),
-            response_len=tokens / len(batch), tokens_per_s=tokens / max(t1 - t0, 1e-9),
-            time_generate=t1 - t0, time_reward=t2 - t1, time_learn=t3 - t2, time_sync=t4 - t3,
+            response_len=tokens / len(batch), tokens_per_s=tokens / max(sampling["time_generate"], 1e-9),
+            time_learn=t3 - t2, time_sync=t4 - t3,
             **stats,
         )
         return record

@@ -31,8 +31,11 @@ class RolloutBatch:
 
     @staticmethod
     def concat(parts: list["RolloutBatch"]) -> "RolloutBatch":
-        """Join shards from several generators; group ids are shifted to stay unique."""
+        """Join shards from several generators (or sampling rounds); group ids are shifted to stay
+        unique; rewards and statuses are kept when every part has them."""
         out = RolloutBatch([], [], [], [], [], [], min(p.policy_version for p in parts))
+        scored = all(p.rewards is not None for p in parts)
+        out.rewards, out.statuses = ([], []) if scored else (None, None)
         offset = 0
         for p in parts:
             out.prompt_ids += p.prompt_ids
@@ -41,8 +44,20 @@ class RolloutBatch:
             out.group_ids += [g + offset for g in p.group_ids]
             out.texts += p.texts
             out.metadata += p.metadata
+            if scored:
+                out.rewards += p.rewards
+                out.statuses += p.statuses or [""] * len(p)
             offset += (max(p.group_ids) + 1) if p.group_ids else 0
         return out
+
+    def select_groups(self, groups: list[int]) -> "RolloutBatch":
+        """The samples of `groups`, in that order, renumbered 0..len(groups)-1."""
+        rank = {g: i for i, g in enumerate(groups)}
+        idx = sorted((i for i, g in enumerate(self.group_ids) if g in rank), key=lambda i: rank[self.group_ids[i]])
+        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
+        return RolloutBatch(pick(self.prompt_ids), pick(self.response_ids), pick(self.behaviour_logprobs),
+                            [rank[self.group_ids[i]] for i in idx], pick(self.texts), pick(self.metadata),
+                            self.policy_version, pick(self.rewards), pick(self.statuses))
 
 
 @dataclass

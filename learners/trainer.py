@@ -1,89 +1,220 @@
-"""The policy update step: critic-free estimators (GRPO, RLOO) with a clipped loss and a KL penalty."""
+"""The update step for the whole family — `ppo` (critic + GAE), `grpo`, `dr_grpo`, `rloo`,
+`reinforce_pp` — with the KL to a frozen reference in the reward or in the loss, several epochs
+over shuffled minibatches, and the off-policy correction for stale or mismatched rollouts."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from learners.algos import advantage_estimators, clipped_policy_loss, kl_estimators, masked_mean
+from learners.advantages import AdvantageInputs, estimators
+from learners.critic import load_critic, token_values
+from learners.kl_control import KLController
+from learners.losses import Clip, Norm, aggregate, explained_variance, kl_estimators, policy_loss, value_loss
 from learners.policy import export_weights, sequence_logprobs, token_logprobs
 from learners.rollout import PackedBatch, RolloutBatch, pack
+from learners.schedule import lr_lambda
+
+
+@dataclass(frozen=True)
+class CriticSettings:
+    lr: float = 1e-4
+    warmup_steps: int = 0  # updates that train only the critic
+    value_clip: float | None = 0.2
+    model_dir: str | None = None  # default: the policy directory with a fresh head
+    gamma: float = 1.0
+    lam: float = 0.95
+    normalize_advantages: bool = True
 
 
 @dataclass(frozen=True)
 class UpdateSettings:
+    algorithm: str = "grpo"
     lr: float = 1e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
-    clip_eps: float = 0.2
+    clip: Clip = Clip()
+    loss_agg: str = "token_mean"
+    entropy_coef: float = 0.0
     kl_coef: float = 0.01
     kl_estimator: str = "k3"
-    advantage_estimator: str = "grpo"
+    kl_in_reward: bool = False  # False: β·KL is a loss term (GRPO style)
+    kl_target: float | None = None  # adaptive β towards this per-token KL
+    kl_horizon: int = 10000
+    tis_cap: float | None = None  # truncated importance sampling for the train/inference mismatch
     epochs: int = 1
+    minibatches: int = 1
     micro_batch_size: int = 256
+    max_new_tokens: int = 4  # Dr. GRPO's constant normaliser
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    total_steps: int = 100
+    min_lr_ratio: float = 0.0
+    critic: CriticSettings = field(default_factory=CriticSettings)
     seed: int = 0
 
 
+@dataclass
+class Prepared:
+    """Per-batch tensors fixed before the first optimizer step. All [B, T]."""
+
+    packed: PackedBatch
+    old_logp: torch.Tensor
+    ref_logp: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor | None
+    old_values: torch.Tensor | None
+    weights: torch.Tensor | None
+
+
 class PolicyTrainer:
-    """Holds the policy, a frozen reference copy and AdamW; one `update` per RolloutBatch."""
+    """Policy, frozen reference, optional critic, their optimizers and schedules; one `update` per batch."""
 
     def __init__(self, model_dir: str | Path, settings: UpdateSettings):
         torch.manual_seed(settings.seed)
-        self.settings = settings
-        self.advantage_fn = advantage_estimators.get(settings.advantage_estimator)
-        self.kl_fn = kl_estimators.get(settings.kl_estimator)
+        self.settings = s = settings
+        self.estimator = estimators.get(s.algorithm)
+        self.kl_fn = kl_estimators.get(s.kl_estimator)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         self.model.config.use_cache = False
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas
-        )
+        self.optimizer, self.scheduler = self._optimizer(self.model, s.lr)
+        self.critic = self.critic_optimizer = self.critic_scheduler = None
+        if s.algorithm == "ppo":
+            self.critic = load_critic(s.critic.model_dir or model_dir)
+            self.critic_optimizer, self.critic_scheduler = self._optimizer(self.critic, s.critic.lr)
+        self.kl = KLController(s.kl_coef, s.kl_target, s.kl_horizon)
         self.version = 0
+        self.generator = torch.Generator().manual_seed(s.seed)
+
+    def _optimizer(self, model, lr: float):
+        s = self.settings
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay, betas=s.betas)
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(s.schedule, s.warmup_steps, s.total_steps, s.min_lr_ratio))
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """One optimizer step per epoch over the whole batch (micro-batches accumulate)."""
-        packed = pack(batch, self.tokenizer.pad_token_id)
-        advantages = self.advantage_fn(packed.rewards, packed.group_ids)
-        self.model.train()
-        stats: dict[str, float] = {}
-        for _ in range(self.settings.epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            stats = self._accumulate(packed, advantages)
-            stats["grad_norm"] = float(
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
-            )
-            self.optimizer.step()
-        self.model.eval()
+        """Epochs × shuffled minibatches of optimizer steps on one scored batch."""
+        s = self.settings
+        lag = self.version - batch.policy_version
+        prep = self._prepare(pack(batch, self.tokenizer.pad_token_id), lag)
+        train_policy = self.version >= s.critic.warmup_steps or self.critic is None
+        sums: dict[str, float] = {}
+        n = prep.packed.input_ids.shape[0]
+        steps = 0
+        for _ in range(s.epochs):
+            order = torch.randperm(n, generator=self.generator)
+            for part in order.chunk(min(s.minibatches, n)):
+                for k, v in self._minibatch(prep, part, train_policy).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+        stats = {k: v / steps for k, v in sums.items()}
+        if train_policy:  # the policy's schedule starts after the critic's warm-up
+            self.scheduler.step()
+        if self.critic_scheduler is not None:
+            self.critic_scheduler.step()
+        stats.update(self._batch_stats(prep, lag, train_policy))
+        self.kl.update(stats["kl"], n)
         self.version += 1
-        stats["advantage_abs_mean"] = float(advantages.abs().mean())
         return stats
 
-    def _accumulate(self, packed: PackedBatch, advantages: torch.Tensor) -> dict[str, float]:
-        s = self.settings
-        n = packed.input_ids.shape[0]
-        total_tokens = packed.response_mask.sum().clamp(min=1.0)
-        sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_frac": 0.0}
-        for lo in range(0, n, s.micro_batch_size):
-            sl = slice(lo, lo + s.micro_batch_size)
-            ids, attn, mask = packed.input_ids[sl], packed.attention_mask[sl], packed.response_mask[sl]
-            logp, entropy = token_logprobs(self.model, ids, attn, with_entropy=True)
-            with torch.no_grad():
-                ref_logp, _ = token_logprobs(self.reference, ids, attn)
-            pg_loss, info = clipped_policy_loss(logp, packed.old_logp[sl], advantages[sl], mask, s.clip_eps)
-            kl = masked_mean(self.kl_fn(logp, ref_logp), mask)
-            loss = pg_loss + s.kl_coef * kl
-            # Token-level mean over the whole batch: weight each micro-batch by its token share.
-            share = mask.sum() / total_tokens
-            (loss * share).backward()
-            for key, value in (("loss", loss), ("policy_loss", pg_loss), ("kl", kl),
-                               ("entropy", masked_mean(entropy, mask)), ("clip_frac", info["clip_frac"])):
-                sums[key] += float(value.detach()) * float(share)
+    @torch.no_grad()
+    def _prepare(self, packed: PackedBatch, lag: int) -> Prepared:
+        s, mask = self.settings, packed.response_mask
+        ref_logp = self._no_grad(lambda ids, attn: token_logprobs(self.reference, ids, attn)[0], packed)
+        old_logp, weights = packed.old_logp, None
+        if s.tis_cap is not None and lag == 0:
+            # Fresh rollout: ρ's denominator is this policy as the learner computes it, and the
+            # gap to what vLLM sampled from is a truncated importance weight.
+            old_logp = self._no_grad(lambda ids, attn: token_logprobs(self.model, ids, attn)[0], packed) * mask
+            weights = torch.exp((old_logp - packed.old_logp).clamp(-20, 20)).clamp(max=s.tis_cap) * mask
+        token_rewards = torch.zeros_like(mask)
+        last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)
+        token_rewards[last] = packed.rewards[last.any(-1)]
+        if s.kl_in_reward:
+            token_rewards = token_rewards - self.kl.beta * self.kl_fn(old_logp, ref_logp) * mask
+        values = None
+        if self.critic is not None:
+            values = self._no_grad(lambda ids, attn: token_values(self.critic, ids, attn), packed) * mask
+        c = s.critic
+        adv, returns = self.estimator(AdvantageInputs(token_rewards, mask, packed.group_ids, values, c.gamma, c.lam,
+                                                      c.normalize_advantages))
+        return Prepared(packed, old_logp, ref_logp, adv, returns, values, weights)
+
+    def _no_grad(self, fn, packed: PackedBatch) -> torch.Tensor:
+        mb = self.settings.micro_batch_size
+        return torch.cat([fn(packed.input_ids[i:i + mb], packed.attention_mask[i:i + mb])
+                          for i in range(0, packed.input_ids.shape[0], mb)])
+
+    def _minibatch(self, prep: Prepared, idx: torch.Tensor, train_policy: bool) -> dict[str, float]:
+        """One optimizer step (policy and/or critic) on the samples `idx`, in micro-batches."""
+        s, p = self.settings, prep.packed
+        norm = Norm.of(p.response_mask[idx], s.max_new_tokens)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for sub in idx.split(s.micro_batch_size):
+            parts, stats = self._losses(prep, sub, norm, train_policy)
+            sum(parts.values()).backward()
+            share = float(p.response_mask[sub].sum()) / norm.tokens
+            for k, v in [*parts.items(), *((k, v * share) for k, v in stats.items())]:
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if train_policy:
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm))
+            self.optimizer.step()
+        if self.critic_optimizer is not None:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), s.max_grad_norm)
+            self.critic_optimizer.step()
         return sums
+
+    def _losses(self, prep: Prepared, sub: torch.Tensor, norm: Norm, train_policy: bool) -> tuple[dict, dict]:
+        """Loss terms of one micro-batch (they sum to its share of the minibatch loss) and its
+        token-level statistics."""
+        s, p = self.settings, prep.packed
+        ids, attn, mask = p.input_ids[sub], p.attention_mask[sub], p.response_mask[sub]
+        out: dict[str, torch.Tensor] = {}
+        stats: dict[str, torch.Tensor] = {}
+        if train_policy:
+            logp, entropy = token_logprobs(self.model, ids, attn, with_entropy=True)
+            weights = prep.weights[sub] if prep.weights is not None else None
+            out["policy_loss"], stats = policy_loss(logp, prep.old_logp[sub], prep.advantages[sub], mask, s.clip,
+                                                    s.loss_agg, norm, weights)
+            stats["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
+            if not s.kl_in_reward and self.kl.beta > 0:
+                out["kl_loss"] = self.kl.beta * aggregate(self.kl_fn(logp, prep.ref_logp[sub]), mask, s.loss_agg, norm)
+            if s.entropy_coef > 0:
+                out["entropy_loss"] = -s.entropy_coef * aggregate(entropy, mask, s.loss_agg, norm)
+        if self.critic is not None:
+            values = token_values(self.critic, ids, attn)
+            out["value_loss"], vstats = value_loss(values, prep.old_values[sub], prep.returns[sub], mask,
+                                                   s.critic.value_clip, s.loss_agg, norm)
+            stats.update(vstats)
+        return out, stats
+
+    @torch.no_grad()
+    def _batch_stats(self, prep: Prepared, lag: int, train_policy: bool) -> dict[str, float]:
+        """Whole-batch metrics at the pre-update policy (cheap: no extra forward passes)."""
+        s, p = self.settings, prep.packed
+        mask = p.response_mask
+        tokens = mask.sum().clamp(min=1)
+        ratio_stats = policy_loss(prep.old_logp, p.old_logp, prep.advantages, mask, s.clip, s.loss_agg,
+                                  Norm.of(mask, s.max_new_tokens))[1]
+        out = {"kl": float((self.kl_fn(prep.old_logp, prep.ref_logp) * mask).sum() / tokens), "kl_coef": self.kl.beta,
+               "lr": self.scheduler.get_last_lr()[0], "version_lag": float(lag), "policy_trained": float(train_policy),
+               "advantage_abs_mean": float((prep.advantages.abs() * mask).sum() / tokens),
+               "behaviour_ratio_mean": float(ratio_stats["ratio_mean"])}
+        if prep.weights is not None:
+            w = prep.weights[mask > 0]
+            out.update(is_weight_mean=float(w.mean()), is_weight_max=float(w.max()))
+        if prep.returns is not None and prep.old_values is not None:
+            out["explained_variance"] = explained_variance(prep.old_values, prep.returns, mask)
+        return out
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return sequence_logprobs(self.model, token_ids)
@@ -92,5 +223,9 @@ class PolicyTrainer:
         return export_weights(self.model)
 
     def save(self, out_dir: str | Path) -> None:
+        """The policy in Hugging Face format; the critic (ppo) in `<out_dir>/critic`."""
         self.model.save_pretrained(str(out_dir), safe_serialization=True)
         self.tokenizer.save_pretrained(str(out_dir))
+        if self.critic is not None:
+            self.critic.save_pretrained(str(Path(out_dir) / "critic"), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(Path(out_dir) / "critic"))

@@ -38,8 +38,29 @@ def error_of(tmp_path, raw: dict) -> str:
 def test_good_config_loads_with_defaults(tmp_path, good):
     cfg = load_config(write(tmp_path, good))
     assert cfg.rollout.samples_per_prompt == 4
-    assert cfg.algorithm.estimator == "grpo" and cfg.algorithm.kl_estimator == "k3"
+    assert cfg.algorithm.name == "grpo" and cfg.algorithm.kl.estimator == "k3"
+    assert cfg.algorithm.aggregation() == "token_mean" and not cfg.algorithm.kl_in_reward()
     assert cfg.learner.lr == 1e-4
+
+
+def test_algorithm_defaults_follow_the_name(tmp_path, good):
+    good["algorithm"] = {"name": "dr_grpo"}
+    assert load_config(write(tmp_path, good)).algorithm.aggregation() == "seq_mean_token_sum_norm"
+    good["algorithm"] = {"name": "ppo", "kl": {"estimator": "k2", "target": 0.05}}
+    a = load_config(write(tmp_path, good)).algorithm
+    assert a.kl_in_reward() and a.kl.target == 0.05 and a.critic.lam == 0.95
+
+
+def test_critic_fields_refused_without_ppo(tmp_path, good):
+    good["algorithm"] = {"name": "grpo", "critic": {"lr": 1e-3}}
+    msg = error_of(tmp_path, good)
+    assert "algorithm.critic.lr applies to ppo only" in msg
+
+
+def test_kl_estimator_must_be_known(tmp_path, good):
+    good["algorithm"] = {"kl": {"estimator": "k7"}}
+    msg = error_of(tmp_path, good)
+    assert "algorithm.kl.estimator" in msg and "'k1', 'k2' or 'k3'" in msg
 
 
 def test_demo_config_validates_when_assets_exist():
@@ -72,8 +93,9 @@ def test_missing_model_directory(tmp_path, good):
 
 
 @pytest.mark.parametrize("section,key,value,expect", [
-    ("algorithm", "estimator", "ppo2", "grpo, rloo"),
-    ("algorithm", "kl_estimator", "k7", "k1, k3"),
+    ("algorithm", "name", "ppo2", "'ppo', 'grpo', 'dr_grpo', 'rloo' or 'reinforce_pp'"),
+    ("algorithm", "loss_agg", "mean", "'token_mean', 'seq_mean_token_mean' or 'seq_mean_token_sum_norm'"),
+    ("algorithm", "dual_clip", 0.5, "greater than 1"),
     ("reward", "kind", "judge", "'math'"),
     ("rollout", "samples_per_prompt", 1, "greater than or equal to 2"),
     ("rollout", "temperature", "hot", "valid number"),

@@ -16,21 +16,35 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 STEPS = 3
 
 
+ALGORITHMS = {
+    "grpo": {"name": "grpo"},
+    # PPO with its critic, adaptive KL in the reward, DAPO dynamic sampling and overlong shaping
+    "ppo": {"name": "ppo", "kl": {"target": 0.05}, "critic": {"lr": 1e-3},
+            "dynamic_sampling": {"enabled": True, "max_rounds": 2}, "overlong": {"buffer": 1, "penalty": 0.5}},
+}
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    assets = build(tmp_path_factory.mktemp("demo"), Recipe(held_out=64))
-    run_dir = tmp_path_factory.mktemp("run")
+def assets(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("demo"), Recipe(held_out=64))
+
+
+@pytest.fixture(scope="module", params=list(ALGORITHMS))
+def run(request, assets, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp(f"run-{request.param}")
     cfg = RunConfig.model_validate({
         "steps": STEPS,
         "policy": {"model_dir": str(assets / "model")},
         "data": {"train_path": str(assets / "data/train.jsonl"), "eval_path": str(assets / "data/eval.jsonl")},
         "rollout": {"num_generators": 2, "prompts_per_step": 8, "samples_per_prompt": 8},
+        "algorithm": ALGORITHMS[request.param],
         "learner": {"lr": 1e-3},
         "logging": {"eval_every": STEPS, "eval_size": 32, "parity_every": 1, "progress": False},
     })
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     controller = Controller(cfg, run_dir)
     digest0 = ray.get(controller.learner.weights_digest.remote())
+    controller.critic_digest0 = ray.get(controller.learner.weights_digest.remote("critic"))
     assert len(controller.verifiers.actors) == 1
     # what `threefold scale RUN_DIR --verifiers 2` writes; applied before the first step
     (run_dir / "scale.json").write_text('{"verifiers": 2}')
@@ -64,7 +78,7 @@ def test_metrics_are_recorded(run):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for r in records[1:]:
         assert r["rollout_version"] == r["policy_version"] - 1  # on-policy: rollouts from the previous sync
-        assert 0.0 <= r["reward_mean"] <= 1.0 and r["response_len"] > 0 and r["tokens_per_s"] > 0
+        assert -0.5 <= r["reward_mean"] <= 1.0 and r["response_len"] > 0 and r["tokens_per_s"] > 0  # ppo: overlong ≥ −0.5
         assert math.isfinite(r["kl"]) and r["entropy"] > 0
         assert all(r[f"time_{p}"] > 0 for p in ("generate", "reward", "learn", "sync"))
     assert summary["eval_accuracy_end"] == records[-1]["eval_accuracy"]
@@ -118,3 +132,20 @@ def test_checkpoint_loads_in_transformers_and_matches_learner(run):
     probe = controller.sync.probe_ids
     expected = ray.get(controller.learner.probe_logprobs.remote(probe))
     assert max(abs(a - b) for a, b in zip(sequence_logprobs(model, probe), expected)) < 1e-5
+
+
+def test_ppo_trains_its_critic(run):
+    controller, _, _, run_dir = run
+    if controller.cfg.algorithm.name != "ppo":
+        pytest.skip("the critic exists for ppo only")
+    from transformers import AutoModelForTokenClassification
+
+    assert controller.critic_digest0 is not None
+    assert ray.get(controller.learner.weights_digest.remote("critic")) != controller.critic_digest0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]
+    for r in records:
+        assert r["value_loss"] > 0 and math.isfinite(r["explained_variance"]) and r["kl_coef"] > 0
+        assert r["groups_dropped"] >= 0 and 0 <= r["extra_rounds"] <= 2 and r["samples"] % 8 == 0
+    assert records[-1]["kl_coef"] != 0.01  # the adaptive controller moved β
+    critic = AutoModelForTokenClassification.from_pretrained(run_dir / "checkpoint" / "critic")
+    assert critic.config.num_labels == 1

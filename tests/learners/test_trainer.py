@@ -1,7 +1,10 @@
+from dataclasses import replace
+
+import pytest
 import torch
 
 from learners.rollout import RolloutBatch, pack
-from learners.trainer import PolicyTrainer, UpdateSettings
+from learners.trainer import CriticSettings, PolicyTrainer, UpdateSettings
 
 
 def make_batch(trainer: PolicyTrainer, rewards: list[float]) -> RolloutBatch:
@@ -27,6 +30,22 @@ def test_pack_aligns_response_positions():
     assert p.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
 
 
+def make_batch8(trainer: PolicyTrainer) -> RolloutBatch:
+    """8 samples of different lengths in 2 groups, on-policy."""
+    tok = trainer.tokenizer
+    prompts = [tok("12+34=")["input_ids"], tok("7+8=")["input_ids"]]
+    texts = ["46", "4", "47", "146", "15", "1", "51", "15"]
+    batch = RolloutBatch([], [], [], [], texts, [{}] * 8, 0, rewards=[1.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0, 1.0])
+    for i, t in enumerate(texts):
+        prompt = prompts[i // 4]
+        resp = tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if i % 3 else [])
+        batch.prompt_ids.append(prompt)
+        batch.response_ids.append(resp)
+        batch.group_ids.append(i // 4)
+        batch.behaviour_logprobs.append(trainer.probe_logprobs(prompt + resp)[len(prompt) - 1:])
+    return batch
+
+
 def test_update_raises_rewarded_response_and_bumps_version(tiny_model_dir):
     trainer = PolicyTrainer(tiny_model_dir, UpdateSettings(lr=1e-2, kl_coef=0.0))
     batch = make_batch(trainer, rewards=[1.0, 0.0, 0.0, 1.0])
@@ -36,9 +55,9 @@ def test_update_raises_rewarded_response_and_bumps_version(tiny_model_dir):
     after = sum(trainer.probe_logprobs(full)[-3:])
     assert trainer.version == 1
     assert after > before + 0.05, (before, after)
-    # on-policy first epoch: every ratio is 1, so nothing is clipped
-    assert stats["clip_frac"] == 0.0
-    assert stats["kl"] == 0.0  # the reference equals the policy before the step
+    # on-policy, one step: every ratio is 1, so nothing is clipped
+    assert stats["clip_frac_low"] == 0.0 and stats["clip_frac_high"] == 0.0
+    assert abs(stats["kl"]) < 1e-6  # the reference equals the policy before the step
 
 
 def test_equal_rewards_leave_weights_unchanged(tiny_model_dir):
@@ -50,20 +69,76 @@ def test_equal_rewards_leave_weights_unchanged(tiny_model_dir):
         assert torch.equal(v, before[k]), k
 
 
-def test_micro_batches_give_the_same_gradient(tiny_model_dir):
-    # token-level mean over the batch must not depend on how the batch is split
-    from learners.rollout import pack
+def gradients(trainer: PolicyTrainer, packed, micro: int) -> tuple[torch.Tensor, float]:
+    """The policy (and critic) gradient of one minibatch holding the whole batch."""
+    trainer.settings = replace(trainer.settings, micro_batch_size=micro)
+    prep = trainer._prepare(packed, 0)
+    step, trainer.optimizer.step = trainer.optimizer.step, lambda: None  # keep the gradient, move nothing
+    try:
+        sums = trainer._minibatch(prep, torch.arange(packed.input_ids.shape[0]), True)
+    finally:
+        trainer.optimizer.step = step
+    params = [q for q in trainer.model.parameters() if q.grad is not None]
+    return torch.cat([q.grad.flatten() for q in params]), sums["policy_loss"] + sums.get("kl_loss", 0.0)
 
-    trainer = PolicyTrainer(tiny_model_dir, UpdateSettings(kl_coef=0.1))
-    packed = pack(make_batch(trainer, rewards=[1.0, 0.0, 0.0, 0.5]), trainer.tokenizer.pad_token_id)
-    adv = trainer.advantage_fn(packed.rewards, packed.group_ids)
-    grads, losses = [], []
-    for micro in (4, 1, 3):
-        trainer.settings = UpdateSettings(kl_coef=0.1, micro_batch_size=micro)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        losses.append(trainer._accumulate(packed, adv)["loss"])
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
-    assert grads[0].abs().max() > 1e-4  # the comparison below is not between zeros
-    for g, loss in zip(grads[1:], losses[1:]):
-        torch.testing.assert_close(g, grads[0], atol=1e-6, rtol=1e-4)
-        assert abs(loss - losses[0]) < 1e-6
+
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_one_minibatch_of_8_equals_8_of_1(tiny_model_dir, agg):
+    trainer = PolicyTrainer(tiny_model_dir, UpdateSettings(kl_coef=0.1, loss_agg=agg, entropy_coef=0.01))
+    packed = pack(make_batch8(trainer), trainer.tokenizer.pad_token_id)
+    whole, loss_whole = gradients(trainer, packed, 8)
+    ones, loss_ones = gradients(trainer, packed, 1)
+    assert whole.abs().max() > 1e-4  # the comparison is not between zeros
+    torch.testing.assert_close(ones, whole, atol=1e-5, rtol=0)
+    assert abs(loss_ones - loss_whole) < 1e-5
+
+
+def test_padding_changes_no_gradient(tiny_model_dir):
+    # the same batch packed wider, with garbage behaviour log-probs on the padding, trains the same
+    trainer = PolicyTrainer(tiny_model_dir, UpdateSettings(kl_coef=0.1, algorithm="grpo"))
+    packed = pack(make_batch8(trainer), trainer.tokenizer.pad_token_id)
+    pad = trainer.tokenizer.pad_token_id
+    wide = replace(packed, input_ids=torch.cat([packed.input_ids, torch.full((8, 3), pad)], 1),
+                   attention_mask=torch.cat([packed.attention_mask, torch.zeros(8, 3, dtype=torch.long)], 1),
+                   response_mask=torch.cat([packed.response_mask, torch.zeros(8, 3)], 1),
+                   old_logp=torch.cat([packed.old_logp, torch.full((8, 3), -50.0)], 1))
+    narrow_grad, narrow_loss = gradients(trainer, packed, 3)
+    wide_grad, wide_loss = gradients(trainer, wide, 3)
+    torch.testing.assert_close(wide_grad, narrow_grad, atol=1e-6, rtol=0)
+    assert abs(wide_loss - narrow_loss) < 1e-6
+
+
+def test_ppo_trains_a_critic_and_saves_it(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    settings = UpdateSettings(algorithm="ppo", lr=1e-2, kl_coef=0.05, kl_in_reward=True,
+                              critic=CriticSettings(lr=1e-2, warmup_steps=1))
+    trainer = PolicyTrainer(tiny_model_dir, settings)
+    assert float(trainer.critic.score.weight.abs().sum()) == 0  # fresh head: every value starts at 0
+    batch = make_batch8(trainer)
+    policy_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    stats = trainer.update(batch)
+    # warm-up step: the critic moved, the policy did not
+    assert stats["policy_trained"] == 0.0 and stats["value_loss"] > 0
+    assert all(torch.equal(v, policy_before[k]) for k, v in trainer.model.state_dict().items())
+    assert float(trainer.critic.score.weight.abs().sum()) > 0
+    batch.policy_version = trainer.version
+    stats = trainer.update(batch)
+    assert stats["policy_trained"] == 1.0 and "explained_variance" in stats
+    assert any(not torch.equal(v, policy_before[k]) for k, v in trainer.model.state_dict().items())
+    trainer.save(tmp_path / "ckpt")
+    loaded = AutoModelForTokenClassification.from_pretrained(str(tmp_path / "ckpt" / "critic"))
+    torch.testing.assert_close(loaded.score.weight, trainer.critic.score.weight)
+
+
+def test_stale_rollouts_use_behaviour_logprobs_fresh_ones_get_truncated_weights(tiny_model_dir):
+    trainer = PolicyTrainer(tiny_model_dir, UpdateSettings(lr=1e-2, kl_coef=0.0, tis_cap=1.5))
+    batch = make_batch8(trainer)
+    batch.behaviour_logprobs = [[lp - 1.0 for lp in row] for row in batch.behaviour_logprobs]  # vLLM "disagrees"
+    fresh = trainer.update(batch)
+    # π_learner/π_vLLM = e¹ = 2.718 on every token → capped at 1.5
+    assert fresh["version_lag"] == 0 and fresh["is_weight_max"] == pytest.approx(1.5)
+    assert fresh["is_weight_mean"] == pytest.approx(1.5)
+    stale = trainer.update(batch)  # generated by version 0, learner now at 1
+    assert stale["version_lag"] == 1 and "is_weight_max" not in stale
+    assert stale["behaviour_ratio_mean"] == pytest.approx(1.0)  # ρ's denominator is the behaviour policy
