@@ -74,8 +74,8 @@ class RewardConfig(Section):
 
 
 class KLConfig(Section):
-    estimator: Literal["k1", "k2", "k3"] = "k3"
-    """Per-token KL estimator to the frozen reference: k1 = log π/π_ref, k2 = ½(log π/π_ref)², k3 = Schulman's."""
+    estimator: Literal["k1", "k2", "k3"] | None = None
+    """Per-token KL estimator to the frozen reference: k1 = log π/π_ref, k2 = ½(log π/π_ref)², k3 = Schulman's. Default: k1 in the reward (its score-function gradient is the KL's), k3 as a loss term."""
     coef: float = Field(0.01, ge=0.0)
     """β, the KL weight (the start value when `target` makes it adaptive)."""
     in_reward: bool | None = None
@@ -150,6 +150,9 @@ class AlgorithmConfig(Section):
 
     def kl_in_reward(self) -> bool:
         return self.kl.in_reward if self.kl.in_reward is not None else self.name in ("ppo", "reinforce_pp")
+
+    def kl_estimator(self) -> str:
+        return self.kl.estimator or ("k1" if self.kl_in_reward() else "k3")
 
 
 class LearnerConfig(Section):

@@ -41,7 +41,7 @@ def update_settings(cfg: RunConfig) -> UpdateSettings:
     return UpdateSettings(
         algorithm=a.name, lr=lr.lr, weight_decay=lr.weight_decay, max_grad_norm=lr.max_grad_norm,
         clip=Clip(a.clip_low, a.clip_high, a.dual_clip), loss_agg=a.aggregation(), entropy_coef=a.entropy_coef,
-        kl_coef=a.kl.coef, kl_estimator=a.kl.estimator, kl_in_reward=a.kl_in_reward(), kl_target=a.kl.target,
+        kl_coef=a.kl.coef, kl_estimator=a.kl_estimator(), kl_in_reward=a.kl_in_reward(), kl_target=a.kl.target,
         kl_horizon=a.kl.horizon, tis_cap=a.tis_cap, epochs=lr.epochs, minibatches=lr.minibatches,
         micro_batch_size=lr.micro_batch_size, max_new_tokens=cfg.rollout.max_new_tokens,
         warmup_steps=lr.warmup_steps, schedule=lr.schedule, total_steps=cfg.steps, min_lr_ratio=lr.min_lr_ratio,

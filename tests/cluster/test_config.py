@@ -38,7 +38,7 @@ def error_of(tmp_path, raw: dict) -> str:
 def test_good_config_loads_with_defaults(tmp_path, good):
     cfg = load_config(write(tmp_path, good))
     assert cfg.rollout.samples_per_prompt == 4
-    assert cfg.algorithm.name == "grpo" and cfg.algorithm.kl.estimator == "k3"
+    assert cfg.algorithm.name == "grpo" and cfg.algorithm.kl_estimator() == "k3"
     assert cfg.algorithm.aggregation() == "token_mean" and not cfg.algorithm.kl_in_reward()
     assert cfg.learner.lr == 1e-4
 
@@ -48,7 +48,9 @@ def test_algorithm_defaults_follow_the_name(tmp_path, good):
     assert load_config(write(tmp_path, good)).algorithm.aggregation() == "seq_mean_token_sum_norm"
     good["algorithm"] = {"name": "ppo", "kl": {"estimator": "k2", "target": 0.05}}
     a = load_config(write(tmp_path, good)).algorithm
-    assert a.kl_in_reward() and a.kl.target == 0.05 and a.critic.lam == 0.95
+    assert a.kl_in_reward() and a.kl.target == 0.05 and a.critic.lam == 0.95 and a.kl_estimator() == "k2"
+    good["algorithm"] = {"name": "reinforce_pp"}
+    assert load_config(write(tmp_path, good)).algorithm.kl_estimator() == "k1"
 
 
 def test_critic_fields_refused_without_ppo(tmp_path, good):
