@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -20,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
-PPO_TARGET = 0.05
-PPO = [f"algorithm.kl.target={PPO_TARGET}", "algorithm.kl.coef=0.05", "algorithm.kl.horizon=1000", "algorithm.critic.lr=1e-4"]
+PPO_TARGET = 0.1
+PPO = [f"algorithm.kl.target={PPO_TARGET}", "algorithm.kl.coef=0.01", "algorithm.kl.horizon=1000",
+       "algorithm.critic.lr=1e-4", "algorithm.critic.warmup_steps=5"]
 
 
 def run(name: str, steps: int, extra: list[str]) -> dict:
@@ -31,6 +33,7 @@ def run(name: str, steps: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "cluster.cli", "train", "configs/rlvr-arith.yaml"]
     for s in sets:
         cmd += ["--set", s]
+    shutil.rmtree(ROOT / "runs" / f"bench-algos-{name}", ignore_errors=True)  # else metrics.jsonl appends
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t

@@ -13,6 +13,8 @@ class MetricsLog:
     def __init__(self, path: Path, run_name: str):
         self.path = path
         self.run_name = run_name
+        # A new run in a reused run directory starts a new record (the report would mix runs).
+        path.write_text("")
         self.gauges = {}
         try:  # dashboard metrics are a nicety; the JSONL file is the record
             from ray.util.metrics import Gauge

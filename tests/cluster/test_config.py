@@ -147,3 +147,12 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_reused_run_directory_starts_a_fresh_metrics_file(tmp_path):
+    from cluster.metrics import MetricsLog, read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 7, "kl": 1.0}\n')
+    log = MetricsLog(tmp_path / "metrics.jsonl", "x")
+    log.write({"step": 0, "eval_accuracy": 0.5})
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 0, "eval_accuracy": 0.5}]
