@@ -65,8 +65,9 @@ def test_kl_estimator_must_be_known(tmp_path, good):
     assert "algorithm.kl.estimator" in msg and "'k1', 'k2' or 'k3'" in msg
 
 
-def test_demo_config_validates_when_assets_exist():
-    demo = ROOT / "configs" / "rlvr-arith.yaml"
+@pytest.mark.parametrize("name", ["rlvr-arith.yaml", "rlvr-arith-ppo.yaml"])
+def test_demo_config_validates_when_assets_exist(name):
+    demo = ROOT / "configs" / name
     raw = yaml.safe_load(demo.read_text())
     assert raw["rollout"]["num_generators"] >= 2
     if (ROOT / raw["policy"]["model_dir"]).is_dir():
@@ -148,11 +149,3 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
-
-def test_reused_run_directory_starts_a_fresh_metrics_file(tmp_path):
-    from cluster.metrics import MetricsLog, read_metrics
-
-    (tmp_path / "metrics.jsonl").write_text('{"step": 7, "kl": 1.0}\n')
-    log = MetricsLog(tmp_path / "metrics.jsonl", "x")
-    log.write({"step": 0, "eval_accuracy": 0.5})
-    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 0, "eval_accuracy": 0.5}]
