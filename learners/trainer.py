@@ -200,15 +200,13 @@ class PolicyTrainer:
     @torch.no_grad()
     def _batch_stats(self, prep: Prepared, lag: int, train_policy: bool) -> dict[str, float]:
         """Whole-batch metrics at the pre-update policy (cheap: no extra forward passes)."""
-        s, p = self.settings, prep.packed
+        p = prep.packed
         mask = p.response_mask
         tokens = mask.sum().clamp(min=1)
-        ratio_stats = policy_loss(prep.old_logp, p.old_logp, prep.advantages, mask, s.clip, s.loss_agg,
-                                  Norm.of(mask, s.max_new_tokens))[1]
         out = {"kl": float((self.kl_fn(prep.old_logp, prep.ref_logp) * mask).sum() / tokens), "kl_coef": self.kl.beta,
                "lr": self.scheduler.get_last_lr()[0], "version_lag": float(lag), "policy_trained": float(train_policy),
                "advantage_abs_mean": float((prep.advantages.abs() * mask).sum() / tokens),
-               "behaviour_ratio_mean": float(ratio_stats["ratio_mean"])}
+               "behaviour_ratio_mean": float((torch.exp(prep.old_logp - p.old_logp) * mask).sum() / tokens)}
         if prep.weights is not None:
             w = prep.weights[mask > 0]
             out.update(is_weight_mean=float(w.mean()), is_weight_max=float(w.max()))

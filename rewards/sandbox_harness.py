@@ -29,16 +29,16 @@ import struct
 import sys
 import traceback
 
-try:
-    from rewards.sandbox_candidate import plain  # on the host, as part of the package
+try:  # the framing and the plain-data conversion are shared with the candidate side
+    from rewards.sandbox_candidate import MAX_MESSAGE, Frames, Timeout, plain, write
 except ImportError:  # inside the sandbox: the sandbox files sit alone in one directory
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from sandbox_candidate import plain
+    from sandbox_candidate import MAX_MESSAGE, Frames, Timeout, plain, write
 
 CANDIDATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_candidate.py")
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 SAFE_BUILTINS = {"complex", "set", "frozenset", "range", "slice", "bytearray"}
-MAX_MESSAGE = 16 << 20
+send = write  # 4-byte big-endian length + pickle, the framing of every pipe and socket here
 
 
 class PlainUnpickler(pickle.Unpickler):
@@ -54,10 +54,6 @@ def plain_loads(data: bytes):
     return PlainUnpickler(io.BytesIO(data)).load()
 
 
-class Timeout(Exception):
-    """No frame arrived in time."""
-
-
 class CallTimeout(BaseException):
     """The candidate did not answer in time (BaseException: a test's `except Exception` must not
     swallow it and go on talking to a candidate whose late answer is still in the pipe)."""
@@ -65,13 +61,6 @@ class CallTimeout(BaseException):
 
 class CandidateGone(BaseException):
     """The candidate process died or broke the protocol."""
-
-
-def send(fd: int, obj) -> None:
-    data = pickle.dumps(obj, protocol=4)
-    data = struct.pack("!I", len(data)) + data
-    while data:
-        data = data[os.write(fd, data):]
 
 
 def recv(fd: int, timeout: float | None = None) -> bytes:
@@ -91,29 +80,6 @@ def _exact(fd: int, n: int, timeout: float | None) -> bytes:
             raise EOFError("the other side closed the connection")
         buf += chunk
     return buf
-
-
-class Frames:
-    """Length-prefixed frames from a pipe, read in large chunks (one read per small reply)."""
-
-    def __init__(self, fd: int):
-        self.fd, self.buf = fd, b""
-
-    def read(self, timeout: float | None = None) -> bytes:
-        while True:
-            if len(self.buf) >= 4:
-                size = struct.unpack("!I", self.buf[:4])[0]
-                if size > MAX_MESSAGE:
-                    raise ValueError(f"message of {size} bytes is too large")
-                if len(self.buf) >= 4 + size:
-                    frame, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
-                    return frame
-            if timeout is not None and not select.select([self.fd], [], [], timeout)[0]:
-                raise Timeout("no answer from the candidate in time")
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                raise EOFError("the other side closed the connection")
-            self.buf += chunk
 
 
 class Candidate:
@@ -162,13 +128,11 @@ class Candidate:
         if not self.alive:
             raise CandidateGone("the candidate process is no longer running")
         try:
-            data = pickle.dumps(("call", name, plain(list(args)), plain(dict(kwargs))), protocol=4)
+            message = ("call", name, plain(list(args)), plain(dict(kwargs)))
         except (TypeError, ValueError) as e:
             raise TypeError(f"arguments passed to the candidate must be plain data: {e}") from None
         try:
-            data = struct.pack("!I", len(data)) + data
-            while data:
-                data = data[os.write(self.wfd, data):]
+            send(self.wfd, message)
         except OSError as e:
             self.stop()
             raise CandidateGone(f"candidate process failed: {e}") from None

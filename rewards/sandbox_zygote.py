@@ -18,7 +18,6 @@ Protocol on the socket fd (argv[1]): 4-byte length + pickle. Host sends ("run", 
 ("done", result).
 """
 import _pickle as pickle
-import ctypes
 import gc
 import marshal
 import os

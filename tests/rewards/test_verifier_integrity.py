@@ -121,3 +121,18 @@ def test_nothing_left_for_a_later_program(one_slot):
     as_script = {"type": "stdio", "cases": [{"stdin": "", "stdout": "clean"}]}
     verdict = run_stdio_tests(one_slot, probe, as_script, LIMITS)
     assert verdict.status == "passed", verdict.cases
+
+
+def test_modules_planted_by_the_candidate_never_reach_the_test(sandbox):
+    """The candidate may write /work and /tmp; a module it plants there under a stdlib name must
+    not be what the test imports (the harness's sys.path holds neither)."""
+    fake = "def hsv_to_rgb(*a):\n    return (9.0, 9.0, 9.0)\n"
+    plant = (f"for p in ('/work/colorsys.py', '/tmp/colorsys.py', 'colorsys.py'):\n"
+             f"    try:\n        open(p, 'w').write({fake!r})\n    except OSError:\n        pass\n")
+    # the real hsv_to_rgb(0, 0, v) is (v, v, v); the planted one always says (9, 9, 9)
+    test = "def check(candidate):\n    import colorsys\n    assert colorsys.hsv_to_rgb(0.0, 0.0, candidate(3.0)) == (9.0, 9.0, 9.0)\n"
+    tests = {"type": "script", "code": test, "entry_point": "square"}
+    cheat = plant + "def square(x):\n    return 0.0\n"
+    honest = plant + "def square(x):\n    return x * x\n"
+    assert run_script_test(sandbox, cheat, tests, LIMITS).status == "failed"
+    assert run_script_test(sandbox, honest, tests, LIMITS).status == "passed"
