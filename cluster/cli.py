@@ -12,10 +12,12 @@ HELP = """threefold: RL post-training with human, AI and verifiable feedback on 
 
 commands:
   train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
-  demo-assets           build the demo policy and arithmetic data offline (cached)
+  demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated pairs
+  rm train CONFIG       train a Bradley–Terry reward model on preference pairs (JSONL or Parquet)
+  rm score IN.jsonl     score {prompt, response} rows with a reward model, JSONL in and out
   verify IN.jsonl       run code tests in a sandbox / check math answers, JSONL in and out
   judge IN.jsonl        label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)
-  scale RUN_DIR         resize a running job's verifier pool before its next step
+  scale RUN_DIR         resize a running job's reward pools (verifiers, rm, judges) before its next step
   config-reference      print the config reference (Markdown), as in the README
 """
 
@@ -40,21 +42,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         from cluster.run import train
 
         summary = train(cfg, Path(args.config).stem, address=args.address)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ParityError as e:
         print(f"error: weight sync check failed, run stopped: {e}", file=sys.stderr)
         return 1
-    print(f"held-out accuracy {summary['eval_accuracy_start']:.1%} → {summary['eval_accuracy_end']:.1%}; "
-          f"report: {summary['report']}")
+    print(f"held-out score ({summary['eval_sources']}) {summary['eval_accuracy_start']:.1%} → "
+          f"{summary['eval_accuracy_end']:.1%}; report: {summary['report']}")
     return 0
 
 
 def cmd_demo_assets(args: argparse.Namespace) -> int:
     from cluster.demo_assets import build
 
-    build(args.out, force=args.force)
+    out = build(args.out, force=args.force)
+    if args.rlhf:
+        from cluster.rlhf_demo import build_preferences
+
+        build_preferences(out, force=args.force)
     return 0
 
 
@@ -79,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo-assets", help="build the demo model and data (cached by recipe)")
     d.add_argument("--out", default=".cache/demo", help="output directory (default: .cache/demo)")
     d.add_argument("--force", action="store_true", help="rebuild even if the recipe is unchanged")
+    d.add_argument("--rlhf", action="store_true",
+                   help="also build the RLHF demo's annotated preference pairs and the hybrid demo's data")
     d.set_defaults(fn=cmd_demo_assets)
-    from cluster import judge_cmd, scaling, verify_cmd
+    from cluster import judge_cmd, rm_cmd, scaling, verify_cmd
 
+    rm_cmd.register(sub)
     verify_cmd.register(sub)
     judge_cmd.register(sub)
     scaling.register(sub)

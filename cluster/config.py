@@ -58,19 +58,100 @@ class RolloutConfig(Section):
     """vLLM context length: prompt plus response."""
 
 
+SOURCE_TYPES = ("math", "code", "judge", "rm", "rule")
+# Fields that only one source type reads: setting one on another type is a mistake worth naming.
+TYPE_FIELDS = {"model_dir": "rm", "scorers": "rm", "batch_size": "rm", "normalize": "rm", "cpus": "rm", "gpus": "rm",
+               "judges": "judge", "judge_mode": "judge", "function": "rule"}
+
+
+class SourceConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Names the source in metrics (`sources.<name>.*`) and in each sample's record."""
+    type: Literal["math", "code", "judge", "rm", "rule"]
+    """math: math-verify against the row's `answer`; code: the response is a program run against the row's `tests` in the sandbox; judge: the LLM-judge ensemble of `judges`; rm: a reward model (`model_dir`); rule: a Python function (`function`)."""
+    kinds: list[str] = ["*"]
+    """Row `kind` values this source scores; `*` = every row. A row served by several sources gets the weighted sum."""
+    weight: float = 1.0
+    """Weight of this source's score in the sum."""
+    on_failure: Literal["score", "drop"] = "score"
+    """When this source fails on a sample (status error, sandbox_error, invalid_input or abstain): `score` gives it `failure_score` and counts it; `drop` removes the sample from the batch."""
+    failure_score: float = 0.0
+    """Score of a failed sample with on_failure: score."""
+    model_dir: Path | None = None
+    """rm: the reward-model directory (`threefold rm train` writes RUN/model)."""
+    scorers: int = Field(1, ge=1, le=1024)
+    """rm: RewardModelScorer actors (resize a running job with `threefold scale RUN_DIR --rm N`)."""
+    batch_size: int = Field(64, ge=1)
+    """rm: samples per forward pass in a scorer."""
+    normalize: bool = False
+    """rm: standardise scores with a running mean and std over every sample scored so far (recorded in metrics)."""
+    cpus: float = Field(0.25, gt=0.0)
+    """rm: Ray CPUs per scorer."""
+    gpus: float = Field(0.0, ge=0.0)
+    """rm: GPUs per scorer on a cluster."""
+    judges: Path | None = None
+    """judge: the judges YAML (endpoints, ensemble, pool size), as for `threefold judge`."""
+    judge_mode: Literal["group", "reference", "pointwise"] = "group"
+    """judge: group = win rate against the other samples of the prompt; reference = P(sample beats the row's `reference`); pointwise = normalised 1..10 score."""
+    function: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """rule: `package.module:function`, called as function(prompt, response, row) → float on the driver."""
+
+    @model_validator(mode="after")
+    def _fields_fit_the_type(self) -> "SourceConfig":
+        for key, owner in TYPE_FIELDS.items():
+            if key in self.model_fields_set and owner != self.type:
+                raise ValueError(f"{key} applies to type {owner} only (this source has type {self.type})")
+        need = {"rm": "model_dir", "judge": "judges", "rule": "function"}.get(self.type)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"a source of type {self.type} needs `{need}`")
+        for key in ("model_dir", "judges"):
+            path = getattr(self, key)
+            if path is not None and not path.exists():
+                raise ValueError(f"{key} {str(path)!r} does not exist"
+                                 + ("; train one with `threefold rm train CONFIG`" if key == "model_dir" else ""))
+        if not self.kinds:
+            raise ValueError("kinds is empty; list the row kinds this source scores, or [\"*\"] for every row")
+        return self
+
+
 class RewardConfig(Section):
-    kind: Literal["math"] = "math"
-    """Reward source. `math`: final answer checked against the row's `answer` with math-verify."""
+    sources: list[SourceConfig] | None = None
+    """Reward sources, routed by each row's `kind` (see the README's reward router). Default: one math source for every row."""
+    eval: list[SourceConfig] | None = None
+    """Sources that score held-out greedy answers (the gold metric, never trained on). Default: `sources`; required when a source is an rm or judge."""
+    kind: Literal["math"] | None = None
+    """Old form of a single math reward (`kind: math`); still accepted, same as the default `sources`."""
     timeout_s: float = Field(5.0, gt=0.0, le=600.0)
     """Per-sample limit on the math check; a sample past it scores 0 with status `timeout`."""
     verifiers: int = Field(1, ge=1, le=1024)
-    """Verifier actors in the pool (each runs `sandbox_slots` sandboxes at once)."""
+    """Verifier actors in the pool that math and code sources share (each runs `sandbox_slots` sandboxes at once)."""
     sandbox_slots: int = Field(2, ge=1, le=64)
     """Concurrent sandboxed programs per verifier actor."""
     isolation: Literal["auto", "bwrap", "rlimits", "none"] = "auto"
     """Sandbox isolation: auto picks the strongest available; `none` runs code unisolated and must be explicit."""
     pids_cgroup: bool = False
     """Also cap each program's processes with a cgroup `pids.max` (root only; ~10 ms per program on cgroup v1)."""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "RewardConfig":
+        if self.kind is not None and self.sources is not None:
+            raise ValueError("`kind` is the old form of `sources`; remove `kind: math` and keep `sources`")
+        for group in (self.sources, self.eval):
+            names = [s.name for s in group or []]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"source name {dup[0]!r} is used twice; names must be unique")
+        learned = [s.name for s in self.training_sources() if s.type in ("rm", "judge")]
+        if learned and self.eval is None:
+            raise ValueError(f"source {learned[0]!r} is learned or judged, so it cannot be the held-out metric: "
+                             "set reward.eval to the gold metric (e.g. a math or rule source)")
+        return self
+
+    def training_sources(self) -> list[SourceConfig]:
+        return list(self.sources) if self.sources is not None else [SourceConfig(name="math", type="math")]
+
+    def eval_sources(self) -> list[SourceConfig]:
+        return list(self.eval) if self.eval is not None else self.training_sources()
 
 
 class KLConfig(Section):
@@ -191,8 +272,8 @@ class ResourcesConfig(Section):
     """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
 
 
-    def cpus_needed(self, num_generators: int, verifiers: int) -> float:
-        return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus * verifiers
+    def cpus_needed(self, num_generators: int, verifiers: int, reward_cpus: float = 0.0) -> float:
+        return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus * verifiers + reward_cpus
 
 
 class LoggingConfig(Section):
@@ -231,7 +312,9 @@ class ConfigError(Exception):
     """A config that cannot run; the message names the file, line and key path."""
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+def load_config(path: str | Path, overrides: dict | None = None, schema: type[BaseModel] | None = None):
+    """The validated config (a RunConfig unless `schema` says otherwise)."""
+    schema = schema or RunConfig
     path = Path(path)
     try:
         text = path.read_text()
@@ -249,9 +332,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     try:
-        return RunConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_errors(path, e, lines)) from None
+        raise ConfigError(format_errors(path, e, lines, schema)) from None
 
 
 def set_dotted(raw: dict, dotted: str, value) -> None:
@@ -277,17 +360,28 @@ def key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
     return out
 
 
-def allowed_keys(loc: tuple) -> list[str]:
-    model: type[BaseModel] = RunConfig
+def _section(ann) -> type[BaseModel] | None:
+    """The section model of a field: `X`, `X | None` or `list[X]` where X is a BaseModel."""
+    for cand in (ann, *get_args(ann)):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
+
+
+def allowed_keys(loc: tuple, schema: type[BaseModel]) -> list[str]:
+    model = schema
     for part in loc[:-1]:
+        if part.isdigit():  # a list item
+            continue
         field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        sub = _section(field.annotation) if field else None
+        if sub is None:
             return []
-        model = field.annotation
+        model = sub
     return list(model.model_fields)
 
 
-def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int]) -> str:
+def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int], schema: type[BaseModel]) -> str:
     msgs = []
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
@@ -295,7 +389,7 @@ def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int]) -> 
         line = lines.get(loc)
         where = f"{path}:{line}" if line else str(path)
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed here: {', '.join(allowed_keys(loc))}"
+            msg = f"unknown key; allowed here: {', '.join(allowed_keys(loc, schema))}"
         elif e["type"] == "missing":
             msg = "required key is missing"
         else:
@@ -312,15 +406,16 @@ def type_name(ann) -> str:
     return "None" if ann is type(None) else getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
-def reference_markdown() -> str:
-    """The config reference table for the README, generated from the schema's field docstrings."""
+def reference_markdown(schema: type[BaseModel] | None = None) -> str:
+    """A config reference table for the README, generated from the schema's field docstrings."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{prefix}{name}.")
+            sub = _section(ann)
+            if sub is not None:
+                walk(sub, f"{prefix}{name}[]." if get_origin(ann) is list else f"{prefix}{name}.")
                 continue
             kind = type_name(ann)
             default = "required" if field.is_required() else f"`{field.default}`"
@@ -330,5 +425,5 @@ def reference_markdown() -> str:
             doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
             rows.append(f"| `{prefix}{name}` | {kind}{f' ({bounds})' if bounds else ''} | {default} | {doc} |")
 
-    walk(RunConfig, "")
+    walk(schema or RunConfig, "")
     return "\n".join(rows)

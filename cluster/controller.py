@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -12,14 +13,16 @@ from actors.learner import Learner
 from cluster.config import RunConfig
 from cluster.data import PromptSampler, read_rows
 from cluster.metrics import MetricsLog
+from cluster.reward_router import RewardRouter, Routed
+from cluster.reward_sources import build_sources
 from cluster.scaling import read_request
-from cluster.verifier_pool import VerifierPool
 from cluster.weight_sync import ObjectStoreSync
 from learners.rollout import RolloutBatch
 from learners.losses import Clip
 from learners.shaping import informative_groups, overlong_penalty
 from learners.trainer import CriticSettings, UpdateSettings
-from rewards.verify import VerifySettings
+
+log = logging.getLogger("threefold.controller")
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -54,8 +57,14 @@ class Controller:
         self.cfg = cfg
         self.run_dir = run_dir
         res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
-        self.train_rows = read_rows(cfg.data.train_path)
-        self.eval_rows = read_rows(cfg.data.eval_path)[: cfg.logging.eval_size]
+        shared: dict = {}
+        rw = cfg.reward
+        self.router = RewardRouter(build_sources(rw, rw.training_sources(), res.verifier_cpus, shared))
+        self.eval_router = (self.router if rw.eval is None else
+                            RewardRouter(build_sources(rw, rw.eval_sources(), res.verifier_cpus, shared)))
+        self.verified = any(s.type in ("math", "code") for s in rw.training_sources())  # `accuracy` = share passed
+        self.train_rows = read_rows(cfg.data.train_path, check=self.router.row_problem)
+        self.eval_rows = read_rows(cfg.data.eval_path, check=self.eval_router.row_problem)[: cfg.logging.eval_size]
         self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)
         self.generators = [
             RolloutGenerator.options(num_cpus=res.generator_cpus, num_gpus=res.generator_gpus).remote(
@@ -64,9 +73,6 @@ class Controller:
         ]
         self.learner = Learner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus).remote(
             model_dir, update_settings(cfg), res.threads_per_actor)
-        rw = cfg.reward
-        self.verifiers = VerifierPool(rw.verifiers, rw.sandbox_slots, VerifySettings(math_timeout_s=rw.timeout_s),
-                                      rw.isolation, num_cpus=res.verifier_cpus, pids_cgroup=rw.pids_cgroup)
         self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
                                     cfg.logging.parity_tol)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name)
@@ -97,13 +103,17 @@ class Controller:
             t0 = time.perf_counter()
             batch = self.rollout(self.sampler.next(n_prompts - have()))
             t1 = time.perf_counter()
-            batch.rewards, batch.statuses = self.score(batch.texts, batch.metadata)
+            routed = self.router.score(self._prompts(batch.metadata), batch.texts, batch.metadata, batch.group_ids)
+            batch.rewards, batch.statuses, batch.reward_detail = routed.rewards, routed.statuses, routed.by_source
+            if not all(routed.keep):
+                batch = batch.select([i for i, k in enumerate(routed.keep) if k])
             info["time_generate"] += t1 - t0
             info["time_reward"] += time.perf_counter() - t1
+            info["sources"] = merge_source_metrics(info.get("sources"), routed.metrics)
             if over.buffer:
                 batch.rewards = [r + overlong_penalty(len(ids), max_len, over.buffer, over.penalty)
                                  for r, ids in zip(batch.rewards, batch.response_ids)]
-            if not ds.enabled:
+            if not ds.enabled or not len(batch):
                 return batch, info
             good = sorted(informative_groups(batch.rewards, batch.group_ids))
             info["groups_dropped"] += len(set(batch.group_ids)) - len(good)
@@ -113,42 +123,46 @@ class Controller:
                 return (RolloutBatch.concat(kept) if kept else batch), info
             info["extra_rounds"] += 1
 
-    def score(self, texts: list[str], rows: list[dict]) -> tuple[list[float], list[str]]:
-        results = self.verifiers.score(texts, [str(r["answer"]) for r in rows])
-        return [x.score for x in results], [x.status for x in results]
+    @staticmethod
+    def _prompts(rows: list[dict]) -> list[str]:
+        return [r["prompt"] for r in rows]
 
     def evaluate(self) -> float:
-        prompts = [r["prompt"] for r in self.eval_rows]
+        """Mean held-out score of greedy answers under the eval sources (failed or dropped samples count 0)."""
+        prompts = self._prompts(self.eval_rows)
         shards = split(prompts, len(self.generators))
         refs = [g.greedy.remote(s, self.cfg.rollout.max_new_tokens) for g, s in zip(self.generators, shards)]
         texts = [t for part in ray.get(refs) for t in part]
-        scores, _ = self.score(texts, self.eval_rows)
-        return sum(scores) / len(scores)
+        routed: Routed = self.eval_router.score(prompts, texts, self.eval_rows, list(range(len(texts))))
+        return sum(r for r, k in zip(routed.rewards, routed.keep) if k) / len(texts)
 
     def apply_scaling(self) -> None:
-        want = read_request(self.run_dir).get("verifiers")
-        if want and want != len(self.verifiers.actors):
-            self.verifiers.resize(want)
+        for key, size in read_request(self.run_dir).items():
+            self.router.resize(key, size)
 
     def step(self, step: int) -> dict:
         self.apply_scaling()
         batch, sampling = self.sample_scored(self.cfg.rollout.prompts_per_step)
+        if not len(batch):  # every sample dropped by a failing source: nothing to learn from, keep going
+            log.warning("step %d: every sample was dropped (per-source metrics: %s)", step, sampling["sources"])
+            return {"step": step, "policy_version": self.version, "samples": 0, "skipped": True, **sampling}
         t2 = time.perf_counter()
         stats = ray.get(self.learner.update.remote(batch))
         t3 = time.perf_counter()
         self.version += 1
         self.sync.push(self.version)
         record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version,
-                  "verifiers": len(self.verifiers.actors), "samples": len(batch), **sampling}
+                  **self.router.sizes(), "samples": len(batch), **sampling}
         if not self.cfg.algorithm.dynamic_sampling.enabled:
             del record["groups_dropped"], record["extra_rounds"]
         if step % self.cfg.logging.parity_every == 0:
             record["parity_max_abs_diff"] = self.sync.check_parity()
         t4 = time.perf_counter()
         tokens = sum(len(r) for r in batch.response_ids)
+        if self.verified:
+            record["accuracy"] = sum(s == "passed" for s in batch.statuses) / len(batch)
         record.update(
             reward_mean=sum(batch.rewards) / len(batch),
-            accuracy=sum(s == "passed" for s in batch.statuses) / len(batch),
             response_len=tokens / len(batch), tokens_per_s=tokens / max(sampling["time_generate"], 1e-9),
             time_learn=t3 - t2, time_sync=t4 - t3,
             **stats,
@@ -163,16 +177,37 @@ class Controller:
         parity0 = self.sync.check_parity()
         first = self.evaluate()
         self.metrics.write({"step": 0, "eval_accuracy": first, "parity_max_abs_diff": parity0})
-        bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True, mininterval=2.0)
         acc = first
         for step in bar:
             record = self.step(step)
             if step % cfg.logging.eval_every == 0 or step == cfg.steps:
                 acc = record["eval_accuracy"] = self.evaluate()
             self.metrics.write(record)
-            bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
+            if not record.get("skipped"):
+                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
         ray.get(self.learner.save.remote(str((self.run_dir / "checkpoint").resolve())))
-        return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps}
+        return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps,
+                "eval_sources": ", ".join(s.name for s in self.eval_router.sources)}
+
+
+def merge_source_metrics(old: dict | None, new: dict) -> dict:
+    """Per-source metrics of several sampling rounds of one step: counts and seconds add up."""
+    if not old:
+        return new
+    out = dict(old)
+    for name, m in new.items():
+        if name not in out:
+            out[name] = m
+            continue
+        a = out[name]
+        n_ok = lambda x: x["samples"] - x["failures"] - x["dropped"]  # noqa: E731
+        ok = n_ok(a) + n_ok(m)
+        mean = ((a["mean"] or 0.0) * n_ok(a) + (m["mean"] or 0.0) * n_ok(m)) / ok if ok else None
+        statuses = {k: a["statuses"].get(k, 0) + m["statuses"].get(k, 0) for k in {*a["statuses"], *m["statuses"]}}
+        out[name] = {**m, **{k: a[k] + m[k] for k in ("samples", "weighted_sum", "failures", "dropped", "seconds")},
+                     "mean": mean, "statuses": statuses}
+    return out
 
 
 def write_config(cfg: RunConfig, run_dir: Path) -> None:

@@ -10,7 +10,9 @@ class DataError(ValueError):
     pass
 
 
-def read_rows(path: Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
+def read_rows(path: Path, required: tuple[str, ...] = ("prompt",), check=None) -> list[dict]:
+    """Every row of a JSONL file; `check(row)` returns what is wrong with a row (e.g. no reward source
+    serves its kind), which fails the load naming the line."""
     rows = []
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -23,6 +25,11 @@ def read_rows(path: Path, required: tuple[str, ...] = ("prompt", "answer")) -> l
             missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
             if missing:
                 raise DataError(f"{path}:{lineno}: row lacks {', '.join(missing)}; each row needs {required}")
+            if not isinstance(row["prompt"], str):
+                raise DataError(f"{path}:{lineno}: field 'prompt' must be a string")
+            problem = check(row) if check else None
+            if problem:
+                raise DataError(f"{path}:{lineno}: {problem}")
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 DASHBOARD_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "tokens_per_s",
                   "eval_accuracy", "time_generate", "time_reward", "time_learn", "time_sync")
+SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds")  # per reward source, tagged source=<name>
 
 
 class MetricsLog:
@@ -15,14 +16,16 @@ class MetricsLog:
         self.run_name = run_name
         # A new run in a reused run directory starts a new record (the report would mix runs).
         path.write_text("")
-        self.gauges = {}
+        self.gauges, self.source_gauges = {}, {}
         try:  # dashboard metrics are a nicety; the JSONL file is the record
             from ray.util.metrics import Gauge
 
             for key in DASHBOARD_KEYS:
                 self.gauges[key] = Gauge(f"threefold_{key}", description=key, tag_keys=("run",))
+            self.source_gauges = {key: Gauge(f"threefold_source_{key}", description=f"reward source {key}",
+                                             tag_keys=("run", "source")) for key in SOURCE_KEYS}
         except Exception:
-            self.gauges = {}
+            self.gauges, self.source_gauges = {}, {}
 
     def write(self, record: dict) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
@@ -32,6 +35,10 @@ class MetricsLog:
             value = clean.get(key)
             if isinstance(value, (int, float)):
                 gauge.set(float(value), tags={"run": self.run_name})
+        for source, values in (clean.get("sources") or {}).items():
+            for key, gauge in self.source_gauges.items():
+                if isinstance(values.get(key), (int, float)):
+                    gauge.set(float(values[key]), tags={"run": self.run_name, "source": source})
 
 
 def read_metrics(path: Path) -> list[dict]:

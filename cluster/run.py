@@ -44,12 +44,16 @@ def check_capacity(cfg: RunConfig) -> None:
     import ray
 
     have = ray.cluster_resources().get("CPU", 0.0)
-    need = cfg.resources.cpus_needed(cfg.rollout.num_generators, cfg.reward.verifiers)
+    rw = cfg.reward
+    sources = rw.training_sources() + (rw.eval or [])
+    verifiers = rw.verifiers if any(s.type in ("math", "code") for s in sources) else 0
+    scorers = sum(s.cpus * s.scorers for s in sources if s.type == "rm")
+    need = cfg.resources.cpus_needed(cfg.rollout.num_generators, verifiers, scorers)
     if need > have:
         raise ConfigError(
             f"the actors need {need:g} Ray CPUs (rollout.num_generators × resources.generator_cpus + "
-            f"resources.learner_cpus + reward.verifiers × resources.verifier_cpus) but this cluster has {have:g}; "
-            "lower those values (fractions are fine) or add nodes"
+            f"resources.learner_cpus + reward.verifiers × resources.verifier_cpus + each rm source's "
+            f"scorers × cpus) but this cluster has {have:g}; lower those values (fractions are fine) or add nodes"
         )
 
 

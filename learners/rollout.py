@@ -25,6 +25,7 @@ class RolloutBatch:
     policy_version: int
     rewards: list[float] | None = None
     statuses: list[str] | None = None
+    reward_detail: list[dict] | None = None  # per sample: {source name: {"score", "status"}}
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -36,6 +37,7 @@ class RolloutBatch:
         out = RolloutBatch([], [], [], [], [], [], min(p.policy_version for p in parts))
         scored = all(p.rewards is not None for p in parts)
         out.rewards, out.statuses = ([], []) if scored else (None, None)
+        out.reward_detail = [] if scored and all(p.reward_detail is not None for p in parts) else None
         offset = 0
         for p in parts:
             out.prompt_ids += p.prompt_ids
@@ -47,17 +49,24 @@ class RolloutBatch:
             if scored:
                 out.rewards += p.rewards
                 out.statuses += p.statuses or [""] * len(p)
+                if out.reward_detail is not None:
+                    out.reward_detail += p.reward_detail
             offset += (max(p.group_ids) + 1) if p.group_ids else 0
         return out
+
+    def select(self, idx: list[int], group_ids: list[int] | None = None) -> "RolloutBatch":
+        """The samples at `idx`, in that order (with new group ids if given)."""
+        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
+        return RolloutBatch(pick(self.prompt_ids), pick(self.response_ids), pick(self.behaviour_logprobs),
+                            group_ids if group_ids is not None else pick(self.group_ids), pick(self.texts),
+                            pick(self.metadata), self.policy_version, pick(self.rewards), pick(self.statuses),
+                            pick(self.reward_detail))
 
     def select_groups(self, groups: list[int]) -> "RolloutBatch":
         """The samples of `groups`, in that order, renumbered 0..len(groups)-1."""
         rank = {g: i for i, g in enumerate(groups)}
         idx = sorted((i for i, g in enumerate(self.group_ids) if g in rank), key=lambda i: rank[self.group_ids[i]])
-        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
-        return RolloutBatch(pick(self.prompt_ids), pick(self.response_ids), pick(self.behaviour_logprobs),
-                            [rank[self.group_ids[i]] for i in idx], pick(self.texts), pick(self.metadata),
-                            self.policy_version, pick(self.rewards), pick(self.statuses))
+        return self.select(idx, [rank[self.group_ids[i]] for i in idx])
 
 
 @dataclass

@@ -6,6 +6,7 @@ row gives status `invalid_input` with a message; nothing here raises for one bad
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 
@@ -108,3 +109,15 @@ def verify_row(row, sandbox: Sandbox, checker: MathChecker, settings: VerifySett
     return {"id": row_id, "reward": verdict.reward(settings.all_or_nothing), "passed": verdict.passed,
             "total": verdict.total, "status": verdict.status, "cases": verdict.cases,
             "elapsed_s": time.perf_counter() - start}
+
+
+_FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def extract_program(response: str) -> str:
+    """The program in a model's response: the last fenced code block when there is one (models often
+    wrap code in ```python fences and add prose), else the whole response."""
+    if not isinstance(response, str):
+        return response
+    blocks = _FENCE.findall(response)
+    return blocks[-1] if blocks else response

@@ -1,0 +1,67 @@
+"""A resizable set of identical actors that runs chunks of work and never loses one: a chunk whose
+actor died is retried on a fresh actor (at most `max_retries` times), then handed to `lost`."""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+log = logging.getLogger("threefold.pool")
+ACTOR_LOST = (RayActorError, WorkerCrashedError)
+
+
+class ActorPool:
+    def __init__(self, name: str, spawn: Callable[[], object], size: int, max_retries: int = 2):
+        self.name, self.spawn, self.max_retries = name, spawn, max_retries
+        self.actors: list = []
+        self.replaced = 0
+        self.resize(size)
+
+    def resize(self, size: int) -> None:
+        """Grow or shrink between steps; in-flight work on removed actors is not affected."""
+        if size < 1:
+            raise ValueError(f"a {self.name} pool needs at least one actor")
+        while len(self.actors) < size:
+            self.actors.append(self.spawn())
+        for actor in self.actors[size:]:
+            ray.kill(actor)
+        self.actors = self.actors[:size]
+        ray.get([a.info.remote() for a in self.actors])  # fail here, not mid-step, if an actor cannot start
+
+    def _replace(self, actor) -> None:
+        if actor in self.actors:
+            self.actors[self.actors.index(actor)] = self.spawn()
+            self.replaced += 1
+
+    def run(self, call: Callable[[object, list[int]], object], chunks: list[list[int]],
+            lost: Callable[[list[int], Exception], list], in_flight: int = 2,
+            on_done: Callable[[int], None] | None = None) -> dict[int, object]:
+        """{item index: result}. `call(actor, idx)` returns an ObjectRef of one result per index."""
+        results: dict[int, object] = {}
+        pending: dict = {}
+        queue = [(c, 0) for c in chunks if c]
+        turn = itertools.count()
+        while queue or pending:
+            while queue and len(pending) < len(self.actors) * in_flight:
+                idx, tries = queue.pop(0)
+                actor = self.actors[next(turn) % len(self.actors)]
+                pending[call(actor, idx)] = (idx, tries, actor)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            idx, tries, actor = pending.pop(done[0])
+            try:
+                got = ray.get(done[0])
+            except ACTOR_LOST + (RayTaskError,) as e:
+                log.warning("%s actor failed on %d items (try %d): %s", self.name, len(idx), tries + 1,
+                            type(e).__name__)
+                self._replace(actor)
+                if tries + 1 <= self.max_retries:
+                    queue.append((idx, tries + 1))
+                    continue
+                got = lost(idx, e)
+            results.update(zip(idx, got))
+            if on_done:
+                on_done(len(idx))
+        return results

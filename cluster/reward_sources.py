@@ -1,0 +1,158 @@
+"""Reward sources the router can ask: each scores a list of samples and returns one RewardResult per
+sample, never raising for one bad sample. Pools are shared between sources of one kind of feedback."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from cluster.config import RewardConfig, SourceConfig
+from rewards.types import ERROR, RewardResult
+from rewards.verify import extract_program
+
+# A source "failed" on a sample when it could not judge it (not when the sample was wrong).
+FAILED = frozenset({"error", "sandbox_error", "invalid_input", "abstain"})
+
+
+class Sample:
+    __slots__ = ("prompt", "response", "row", "group")
+
+    def __init__(self, prompt: str, response: str, row: dict, group: int):
+        self.prompt, self.response, self.row, self.group = prompt, response, row, group
+
+
+class Source:
+    needs: tuple[str, ...] = ()  # row fields this source reads
+
+    def __init__(self, cfg: SourceConfig):
+        self.cfg, self.name, self.weight = cfg, cfg.name, cfg.weight
+        self.kinds = set(cfg.kinds)
+
+    def serves(self, row: dict) -> bool:
+        return "*" in self.kinds or row.get("kind") in self.kinds
+
+    def row_problem(self, row: dict) -> str | None:
+        missing = [k for k in self.needs if k not in row]
+        return f"source {self.name!r} ({self.cfg.type}) needs field(s) {', '.join(missing)}" if missing else None
+
+    def score(self, samples: list[Sample]) -> list[RewardResult]:
+        raise NotImplementedError
+
+    def pool_size(self) -> int | None:
+        return None
+
+
+class MathSource(Source):
+    needs = ("answer",)
+
+    def __init__(self, cfg: SourceConfig, verifiers):
+        super().__init__(cfg)
+        self.pool = verifiers
+
+    def score(self, samples):
+        return self.pool.score([s.response for s in samples], [str(s.row["answer"]) for s in samples])
+
+
+class CodeSource(Source):
+    """The response is the program (the last fenced code block when it has any), run against the
+    row's `tests` (and `limits`) in the sandbox; the score is the fraction of cases passed."""
+    needs = ("tests",)
+
+    def __init__(self, cfg: SourceConfig, verifiers):
+        super().__init__(cfg)
+        self.pool = verifiers
+
+    def score(self, samples):
+        rows = [{"id": i, "kind": "code", "program": extract_program(s.response), "tests": s.row["tests"],
+                 **({"limits": s.row["limits"]} if "limits" in s.row else {})} for i, s in enumerate(samples)]
+        return [RewardResult(float(v["reward"]), v["status"], {k: v[k] for k in ("passed", "total") if k in v}
+                             | ({"error": v["error"]} if v.get("error") else {}))
+                for v in self.pool.verify(rows)]
+
+
+class RMSource(Source):
+    def __init__(self, cfg: SourceConfig):
+        super().__init__(cfg)
+        from cluster.rm_pool import RewardModelPool
+        from rewards.rm.scorer import RunningNorm
+
+        self.pool = RewardModelPool(str(cfg.model_dir.resolve()), cfg.scorers, cfg.batch_size, cfg.cpus, cfg.gpus)
+        self.norm = RunningNorm() if cfg.normalize else None
+
+    def score(self, samples):
+        got = self.pool.score([s.prompt for s in samples], [s.response for s in samples])
+        if self.norm is None:
+            return got
+        self.norm.update([r.score for r in got if r.status not in FAILED])
+        return [r if r.status in FAILED else RewardResult(self.norm(r.score), r.status, {"raw": r.score}) for r in got]
+
+    def extra_metrics(self) -> dict:
+        return {"norm_mean": self.norm.mean, "norm_std": self.norm.std} if self.norm else {}
+
+    def pool_size(self) -> int:
+        return len(self.pool.actors)
+
+
+class JudgeSource(Source):
+    def __init__(self, cfg: SourceConfig):
+        super().__init__(cfg)
+        from cluster.judge_cmd import load_judges
+        from cluster.judge_pool import JudgePool
+
+        self.needs = ("reference",) if cfg.judge_mode == "reference" else ()
+        self.pool = JudgePool(load_judges(cfg.judges))
+
+    def score(self, samples):
+        third = {"group": [s.group for s in samples], "reference": [s.row.get("reference") for s in samples],
+                 "pointwise": None}[self.cfg.judge_mode]
+        return self.pool.rewards(self.cfg.judge_mode, [s.prompt for s in samples], [s.response for s in samples], third)
+
+    def pool_size(self) -> int:
+        return self.pool.size
+
+
+class RuleSource(Source):
+    """A Python function(prompt, response, row) → float, run on the driver (cheap rules only)."""
+
+    def __init__(self, cfg: SourceConfig):
+        super().__init__(cfg)
+        self.fn = load_function(cfg.function)
+
+    def score(self, samples):
+        out = []
+        for s in samples:
+            try:
+                out.append(RewardResult(float(self.fn(s.prompt, s.response, s.row)), "scored"))
+            except Exception as e:  # one bad sample never sinks the batch
+                out.append(RewardResult(0.0, ERROR, {"error": f"{type(e).__name__}: {e}"[:300]}))
+        return out
+
+
+def load_function(spec: str) -> Callable:
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"rule function {spec!r} cannot be loaded: {e}") from None
+    if not callable(fn):
+        raise ValueError(f"rule function {spec!r} is not callable")
+    return fn
+
+
+def build_sources(reward: RewardConfig, sources: list[SourceConfig], verifiers_cpus: float,
+                  shared: dict | None = None) -> list[Source]:
+    """Sources for `sources`; the verifier pool (math and code) is made once and kept in `shared`."""
+    shared = {} if shared is None else shared
+    out: list[Source] = []
+    for cfg in sources:
+        if cfg.type in ("math", "code"):
+            if "verifiers" not in shared:
+                from cluster.verifier_pool import VerifierPool
+                from rewards.verify import VerifySettings
+
+                shared["verifiers"] = VerifierPool(reward.verifiers, reward.sandbox_slots,
+                                                   VerifySettings(math_timeout_s=reward.timeout_s), reward.isolation,
+                                                   num_cpus=verifiers_cpus, pids_cgroup=reward.pids_cgroup)
+            out.append((MathSource if cfg.type == "math" else CodeSource)(cfg, shared["verifiers"]))
+        else:
+            out.append({"rm": RMSource, "judge": JudgeSource, "rule": RuleSource}[cfg.type](cfg))
+    return out
