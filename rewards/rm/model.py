@@ -83,13 +83,15 @@ def load_backbone(model_dir: str | Path, seed: int) -> tuple[PreTrainedModel, ob
     quiet = logging.getLogger("transformers.modeling_utils")
     level, quiet.level = quiet.level, logging.ERROR  # the dropped lm_head is expected
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1)
+        model, info = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1,
+                                                                         output_loading_info=True)
     finally:
         quiet.setLevel(level)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    if not (Path(model_dir) / META_FILE).is_file():
-        torch.nn.init.zeros_(_head(model).weight)
+    head = _head(model)
+    if any(k.startswith(name) for k in info["missing_keys"] for name, mod in model.named_children() if mod is head):
+        torch.nn.init.zeros_(head.weight)  # a causal LM has no head yet: start every reward equal
     return model, tok
 
 
