@@ -1,5 +1,6 @@
 # The two commands: `make demo` and `make test`. Both set up .venv first (idempotent).
-.PHONY: setup demo test assets
+# `make rlhf` and `make hybrid` run the RLHF and hybrid demos (see the README).
+.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid
 
 setup:
 	@bash scripts/setup.sh
@@ -12,3 +13,15 @@ demo: assets
 
 test: setup
 	@.venv/bin/python -m pytest -q
+
+rlhf-assets: setup
+	@.venv/bin/threefold demo-assets --rlhf
+
+rlhf-rm: rlhf-assets
+	@.venv/bin/threefold rm train configs/rlhf-rm.yaml
+
+rlhf: rlhf-rm
+	@.venv/bin/threefold train configs/rlhf-arith.yaml
+
+hybrid: rlhf-rm
+	@.venv/bin/threefold train configs/hybrid-arith.yaml

@@ -1,13 +1,13 @@
-"""JudgeActor: an async Ray actor holding a JudgeEnsemble (logic in rewards.judge); the pool
+"""JudgeActor: an async Ray actor holding a JudgeEnsemble (logic in rewards.judge.ensemble); the pool
 that spreads work over several is cluster.judge_pool.JudgePool."""
 from __future__ import annotations
 
 import ray
 
-from rewards.judge import JudgeEnsemble, PairVerdict
-from rewards.judge_config import EnsembleConfig
-from rewards.judge_metrics import JudgeStats
-from rewards.judge_reward import group_rewards, pointwise_rewards, reference_rewards
+from rewards.judge.ensemble import JudgeEnsemble, PairVerdict
+from rewards.judge.config import EnsembleConfig
+from rewards.judge.metrics import JudgeStats
+from rewards.judge.reward import group_rewards, pointwise_rewards, reference_rewards
 from rewards.types import RewardResult
 
 REWARDS = {"reference": reference_rewards, "group": group_rewards, "pointwise": pointwise_rewards}

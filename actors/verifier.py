@@ -6,8 +6,8 @@ import os
 
 import ray
 
-from rewards.math_answer import MathChecker
-from rewards.sandbox import Sandbox
+from rewards.math.answer import MathChecker
+from rewards.code.sandbox import Sandbox
 from rewards.types import RewardResult
 from rewards.verify import VerifySettings, verify_row
 

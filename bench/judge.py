@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rewards.judge import JudgeEnsemble  # noqa: E402
-from rewards.judge_config import EnsembleConfig  # noqa: E402
+from rewards.judge.ensemble import JudgeEnsemble  # noqa: E402
+from rewards.judge.config import EnsembleConfig  # noqa: E402
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:

@@ -99,7 +99,7 @@ def main() -> None:
 
     import ray
 
-    from rewards.sandbox import Sandbox
+    from rewards.code.sandbox import Sandbox
 
     sizes = [2000 + 37 * i for i in range(args.programs)]
     answers = {n: expected(n) for n in set(sizes)}
@@ -133,8 +133,8 @@ def main() -> None:
 
 def script_latency(sandbox, python: str, rows: list[dict], bare_sources: list[str]) -> tuple[list, list]:
     """Seconds per HumanEval script test one at a time: bare process vs sandbox (whole verify)."""
-    from rewards.code_tests import run_script_test
-    from rewards.sandbox import Limits
+    from rewards.code.run_tests import run_script_test
+    from rewards.code.sandbox import Limits
 
     tmp = Path(tempfile.mkdtemp())
     bare_t, sand_t = [], []

@@ -67,7 +67,12 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
 def cmd_config_reference(args: argparse.Namespace) -> int:
     from cluster.config import reference_markdown
 
-    print(reference_markdown())
+    if args.rm:
+        from cluster.rm_config import RewardModelConfig
+
+        print(reference_markdown(RewardModelConfig))
+    else:
+        print(reference_markdown())
     return 0
 
 
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge_cmd.register(sub)
     scaling.register(sub)
     r = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
+    r.add_argument("--rm", action="store_true", help="the reward-model config (`threefold rm train`) instead")
     r.set_defaults(fn=cmd_config_reference)
     return p
 

@@ -29,9 +29,9 @@ class PolicyConfig(Section):
 
 class DataConfig(Section):
     train_path: Path
-    """JSONL of prompt rows: {"prompt": ..., "answer": ..., "kind": "math"}."""
+    """JSONL of prompt rows: {"prompt": ..., "kind": ..., plus what the sources serving that kind read (answer, tests, reference)}."""
     eval_path: Path
-    """JSONL of held-out rows for greedy accuracy; never trained on."""
+    """JSONL of held-out rows, scored greedy by the eval sources; never trained on."""
     shuffle_seed: int = 0
     """Seed for the order in which training prompts are drawn."""
 
@@ -282,7 +282,7 @@ class LoggingConfig(Section):
     run_name: str | None = None
     """Defaults to the config file name plus a timestamp."""
     eval_every: int = Field(10, ge=1)
-    """Greedy held-out accuracy every K steps (and at step 0 and the end)."""
+    """Held-out greedy score under the eval sources every K steps (and at step 0 and the end)."""
     eval_size: int = Field(200, ge=1)
     """Held-out prompts per evaluation."""
     parity_every: int = Field(10, ge=1)
@@ -361,11 +361,14 @@ def key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
 
 
 def _section(ann) -> type[BaseModel] | None:
-    """The section model of a field: `X`, `X | None` or `list[X]` where X is a BaseModel."""
-    for cand in (ann, *get_args(ann)):
-        if isinstance(cand, type) and issubclass(cand, BaseModel):
-            return cand
-    return None
+    """The section model of a field: `X`, `X | None`, `list[X]` or `list[X] | None` (X a BaseModel)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    return next((m for m in map(_section, get_args(ann)) if m is not None), None)
+
+
+def _is_list(ann) -> bool:
+    return get_origin(ann) is list or any(_is_list(a) for a in get_args(ann))
 
 
 def allowed_keys(loc: tuple, schema: type[BaseModel]) -> list[str]:
@@ -409,13 +412,21 @@ def type_name(ann) -> str:
 def reference_markdown(schema: type[BaseModel] | None = None) -> str:
     """A config reference table for the README, generated from the schema's field docstrings."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    listed: dict = {}
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             ann = field.annotation
             sub = _section(ann)
             if sub is not None:
-                walk(sub, f"{prefix}{name}[]." if get_origin(ann) is list else f"{prefix}{name}.")
+                if _is_list(ann):
+                    doc = (field.description or "").replace("|", "\\|")
+                    same = f" Each item has the keys of `{listed[sub]}[]`." if sub in listed else ""
+                    rows.append(f"| `{prefix}{name}` | list of sections, or None | `{field.default}` | {doc}{same} |")
+                    if same:
+                        continue
+                    listed[sub] = f"{prefix}{name}"
+                walk(sub, f"{prefix}{name}[]." if _is_list(ann) else f"{prefix}{name}.")
                 continue
             kind = type_name(ann)
             default = "required" if field.is_required() else f"`{field.default}`"

@@ -53,7 +53,9 @@ def update_settings(cfg: RunConfig) -> UpdateSettings:
 
 
 class Controller:
-    def __init__(self, cfg: RunConfig, run_dir: Path):
+    def __init__(self, cfg: RunConfig, run_dir: Path, generators: list | None = None):
+        """`generators`: running RolloutGenerators to reuse (tests share engines between runs); the
+        run loads its own initial weights into them and leaves them running at shutdown."""
         self.cfg = cfg
         self.run_dir = run_dir
         res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
@@ -66,7 +68,8 @@ class Controller:
         self.train_rows = read_rows(cfg.data.train_path, check=self.router.row_problem)
         self.eval_rows = read_rows(cfg.data.eval_path, check=self.eval_router.row_problem)[: cfg.logging.eval_size]
         self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)
-        self.generators = [
+        self.owns_generators = generators is None
+        self.generators = generators or [
             RolloutGenerator.options(num_cpus=res.generator_cpus, num_gpus=res.generator_gpus).remote(
                 model_dir, cfg.seed + rank, cfg.rollout.max_model_len, res.threads_per_actor)
             for rank in range(cfg.rollout.num_generators)
@@ -174,6 +177,8 @@ class Controller:
 
         cfg = self.cfg
         ray.get([g.get_version.remote() for g in self.generators] + [self.learner.get_version.remote()])
+        if not self.owns_generators:
+            self.sync.push(0)  # reused engines hold another run's weights
         parity0 = self.sync.check_parity()
         first = self.evaluate()
         self.metrics.write({"step": 0, "eval_accuracy": first, "parity_max_abs_diff": parity0})
@@ -189,6 +194,15 @@ class Controller:
         ray.get(self.learner.save.remote(str((self.run_dir / "checkpoint").resolve())))
         return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps,
                 "eval_sources": ", ".join(s.name for s in self.eval_router.sources)}
+
+
+    def shutdown(self) -> None:
+        """Stop this run's actors (reused generators stay)."""
+        pools = [p for group in self.router.pools().values() for p in group]
+        if self.eval_router is not self.router:
+            pools += [p for group in self.eval_router.pools().values() for p in group if p not in pools]
+        for actor in [a for p in pools for a in p.actors] + [self.learner] + (self.generators if self.owns_generators else []):
+            ray.kill(actor)
 
 
 def merge_source_metrics(old: dict | None, new: dict) -> dict:

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cluster.config import key_lines
-from rewards.judge_config import EnsembleConfig
+from rewards.judge.config import EnsembleConfig
 
 ROW_KEYS = ("id", "prompt", "response_a", "response_b")
 
@@ -165,8 +165,8 @@ def _missing_keys(cfg: EnsembleConfig) -> list[str]:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from rewards.judge import JudgeEnsemble
-    from rewards.judge_metrics import format_table
+    from rewards.judge.ensemble import JudgeEnsemble
+    from rewards.judge.metrics import format_table
 
     try:
         cfg = load_judges(args.judges)

@@ -13,10 +13,10 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.judge import REWARDS, JudgeActor
-from rewards.judge import PairVerdict, summarise
-from rewards.judge_config import EnsembleConfig
-from rewards.judge_metrics import JudgeStats
-from rewards.judge_vote import ABSTAIN, Vote
+from rewards.judge.ensemble import PairVerdict, summarise
+from rewards.judge.config import EnsembleConfig
+from rewards.judge.metrics import JudgeStats
+from rewards.judge.vote import ABSTAIN, Vote
 from rewards.types import ERROR, RewardResult
 
 log = logging.getLogger("threefold.judge_pool")

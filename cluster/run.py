@@ -69,6 +69,8 @@ def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict
         check_capacity(cfg)
     controller = Controller(cfg, run_dir)
     summary = controller.run(cfg.logging.progress)
-    summary["report"] = str(write_report(run_dir, f"threefold run {run_dir.name}", time.time() - start))
+    controller.shutdown()
+    summary["report"] = str(write_report(run_dir, f"threefold run {run_dir.name}", time.time() - start,
+                                         summary["eval_sources"]))
     summary["run_dir"] = str(run_dir)
     return summary

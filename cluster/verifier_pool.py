@@ -8,7 +8,7 @@ import ray
 
 from actors.verifier import Verifier
 from cluster.actor_pool import ActorPool
-from rewards.sandbox import UID_BASE, UIDS_PER_SLOT
+from rewards.code.sandbox import UID_BASE, UIDS_PER_SLOT
 from rewards.types import ERROR, RewardResult
 from rewards.verify import VerifySettings
 

@@ -10,9 +10,9 @@ import re
 import time
 from dataclasses import dataclass, replace
 
-from rewards.code_tests import run_function_tests, run_script_test, run_stdio_tests
-from rewards.math_answer import MathChecker
-from rewards.sandbox import Limits, Sandbox
+from rewards.code.run_tests import run_function_tests, run_script_test, run_stdio_tests
+from rewards.math.answer import MathChecker
+from rewards.code.sandbox import Limits, Sandbox
 
 STATUSES = ("passed", "failed", "timeout", "memory_limit", "output_limit", "runtime_error", "syntax_error",
             "sandbox_error", "no_answer", "error", "invalid_input")  # the README's table lists each

@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from cluster.judge_pool import JudgePool
-from rewards.judge_reward import JUDGED
+from rewards.judge.reward import JUDGED
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
 from tests.doubles.judge_helpers import GOOD, config, prefers
 
@@ -88,3 +88,51 @@ def test_a_lost_actor_is_replaced_and_its_work_redone(srv):
         assert dead not in pool.actors and pool.size == 2
     finally:
         pool.shutdown()
+
+
+def judge_source(srv, tmp_path, model: str, **source):
+    """A `type: judge` reward source whose judges YAML points at the test double."""
+    import yaml
+
+    from cluster.config import SourceConfig
+    from cluster.reward_sources import JudgeSource
+
+    path = tmp_path / f"{model}.yaml"
+    cfg = config(srv.base_url, model, pool={"size": 1, "num_cpus": 0.1}, retry={"max_retries": 0})
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return JudgeSource(SourceConfig(name="judge", type="judge", judges=path, **source))
+
+
+def test_judge_source_in_the_router_scores_group_win_rates(srv, tmp_path):
+    from cluster.reward_router import RewardRouter
+
+    SCRIPTS["router-judge"] = prefers("right")
+    src = judge_source(srv, tmp_path, "router-judge", judge_mode="group")
+    try:
+        texts = ["right 0", "wrong 0", "wrong 1", "right 1"]
+        rows = [{"prompt": "q0"}] * 2 + [{"prompt": "q1"}] * 2
+        got = RewardRouter([src]).score([r["prompt"] for r in rows], texts, rows, [0, 0, 1, 1])
+        assert got.rewards == [1.0, 0.0, 0.0, 1.0] and got.statuses == [JUDGED] * 4
+        assert got.metrics["judge"]["samples"] == 4 and got.metrics["judge"]["failures"] == 0
+    finally:
+        src.pool.shutdown()
+
+
+@pytest.mark.parametrize("policy", ["score", "drop"])
+def test_a_failing_judge_abstains_and_the_failure_policy_applies(srv, tmp_path, policy):
+    """Fault injection: the judge endpoint answers 500 to everything."""
+    from cluster.reward_router import RewardRouter
+
+    SCRIPTS["router-500"] = lambda seen: Reply(status=500)
+    src = judge_source(srv, tmp_path, "router-500", judge_mode="pointwise", on_failure=policy, failure_score=-0.5)
+    try:
+        rows = [{"prompt": "q"}] * 3
+        got = RewardRouter([src]).score(["q"] * 3, ["a", "b", "c"], rows, [0, 1, 2])
+        m = got.metrics["judge"]
+        assert m["statuses"] == {"abstain": 3}
+        if policy == "score":
+            assert got.rewards == [-0.5] * 3 and got.keep == [True] * 3 and m["failures"] == 3
+        else:
+            assert got.keep == [False] * 3 and m["dropped"] == 3 and got.statuses == ["dropped"] * 3
+    finally:
+        src.pool.shutdown()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rewards.judge import JudgeEnsemble
-from rewards.judge_config import EnsembleConfig
+from rewards.judge.ensemble import JudgeEnsemble
+from rewards.judge.config import EnsembleConfig
 from tests.doubles.openai_double import Reply
 
 GOOD = "A is correct and B is not.\nVerdict: [[{}]]"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.sandbox import UID_BASE, Sandbox
+from rewards.code.sandbox import UID_BASE, Sandbox
 
 SLOTS = 2
 

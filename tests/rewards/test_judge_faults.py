@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rewards.judge_client import CLOSED, HALF_OPEN, OPEN
+from rewards.judge.client import CLOSED, HALF_OPEN, OPEN
 from tests.doubles.openai_double import OpenAIDouble, Reply, by_model
 from tests.doubles.judge_helpers import GOOD, ensemble, pairs, prefers
 

@@ -4,10 +4,10 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from rewards.judge_config import EnsembleConfig, JudgeSpec
-from rewards.judge_metrics import JudgeStats, percentile
-from rewards.judge_parse import normalise_score, p_first, parse_score, parse_verdict
-from rewards.judge_vote import OrderVerdict, Vote, combine, pair_vote
+from rewards.judge.config import EnsembleConfig, JudgeSpec
+from rewards.judge.metrics import JudgeStats, percentile
+from rewards.judge.parse import normalise_score, p_first, parse_score, parse_verdict
+from rewards.judge.vote import OrderVerdict, Vote, combine, pair_vote
 
 
 @pytest.mark.parametrize("text, want", [

@@ -17,9 +17,9 @@ import urllib.request
 
 import pytest
 
-from rewards.judge import JudgeEnsemble
-from rewards.judge_config import EnsembleConfig
-from rewards.judge_parse import parse_verdict, pairwise_messages
+from rewards.judge.ensemble import JudgeEnsemble
+from rewards.judge.config import EnsembleConfig
+from rewards.judge.parse import parse_verdict, pairwise_messages
 from tests.doubles.judge_helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rewards.math_answer import MathChecker, check_answer, extract_answer
+from rewards.math.answer import MathChecker, check_answer, extract_answer
 from rewards.types import ERROR, FAILED, NO_ANSWER, PASSED, TIMEOUT
 
 pytestmark = pytest.mark.timeout(300)

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from rewards.math_answer import MathChecker
+from rewards.math.answer import MathChecker
 
 
 @pytest.fixture(scope="module")

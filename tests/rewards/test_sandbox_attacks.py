@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rewards.math_answer import MathChecker
-from rewards.code_tests import run_function_tests
-from rewards.sandbox import UID_BASE, Limits, Sandbox, SandboxUnavailable
+from rewards.math.answer import MathChecker
+from rewards.code.run_tests import run_function_tests
+from rewards.code.sandbox import UID_BASE, Limits, Sandbox, SandboxUnavailable
 from rewards.verify import VerifySettings, verify_row
 from tests.rewards.conftest import sandbox_pids
 

@@ -13,8 +13,8 @@ import secrets
 
 import pytest
 
-from rewards.code_tests import run_function_tests, run_script_test, run_stdio_tests
-from rewards.sandbox import UID_BASE, Limits, Sandbox, SandboxUnavailable
+from rewards.code.run_tests import run_function_tests, run_script_test, run_stdio_tests
+from rewards.code.sandbox import UID_BASE, Limits, Sandbox, SandboxUnavailable
 from tests.rewards.attack_programs import READER, SHADOWER, leave_behind, scan_program
 from tests.rewards.test_humaneval import run_all
 

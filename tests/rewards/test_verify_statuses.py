@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from rewards import types
-from rewards.code_tests import SEVERITY
+from rewards.code.run_tests import SEVERITY
 from rewards.verify import STATUSES
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -25,7 +25,7 @@ MAX_RESPONSE_CHARS = 200_000  # longer responses are refused in the caller, neve
 MAX_ANSWER_CHARS = 1_000  # sympy on a longer "answer" is slow and never a real final answer
 _GRACE_S = 2.0  # IPC slack on top of the per-sample budget before the child counts as hung
 _START_TIMEOUT_S = 120.0  # a fresh interpreter importing sympy is slow on a busy machine
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_IS = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is\s*:?|answer\s*:)", re.IGNORECASE)
@@ -194,7 +194,7 @@ class MathChecker:
         # A fresh interpreter (fork+exec), not multiprocessing: no fork of a multi-threaded
         # actor, and no re-import of the caller's __main__ as multiprocessing's spawn does.
         ours, theirs = socket.socketpair()
-        code = "import sys; from rewards.math_answer import _serve; _serve(int(sys.argv[1]), float(sys.argv[2]))"
+        code = "import sys; from rewards.math.answer import _serve; _serve(int(sys.argv[1]), float(sys.argv[2]))"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get("PYTHONPATH")]))}
         try:
             self._proc = subprocess.Popen(

@@ -4,8 +4,8 @@
     verdicts = asyncio.run(ens.judge_pairs([(prompt, response_a, response_b), ...]))
     verdicts[0].winner, verdicts[0].p_a, verdicts[0].votes   # "A" | "B" | "tie" | "abstain"
 
-Every call goes through rewards.judge_client (concurrency limit, timeouts, retries, breaker);
-replies are parsed strictly by rewards.judge_parse and combined by rewards.judge_vote. Nothing
+Every call goes through rewards.judge.client (concurrency limit, timeouts, retries, breaker);
+replies are parsed strictly by rewards.judge.parse and combined by rewards.judge_vote. Nothing
 here raises for a failing endpoint or a bad reply: those become abstentions, visible in the votes.
 Reward shaping from verdicts (vs a reference, group win rate, pointwise) is in rewards.judge_reward.
 """
@@ -15,12 +15,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Sequence
 
-from rewards.judge_client import JudgeClient
-from rewards.judge_config import EnsembleConfig
-from rewards.judge_metrics import JudgeStats
-from rewards.judge_parse import (Parsed, normalise_score, p_first, pairwise_messages, parse_score,
+from rewards.judge.client import JudgeClient
+from rewards.judge.config import EnsembleConfig
+from rewards.judge.metrics import JudgeStats
+from rewards.judge.parse import (Parsed, normalise_score, p_first, pairwise_messages, parse_score,
                                  parse_verdict, pointwise_messages)
-from rewards.judge_vote import ABSTAIN, OrderVerdict, Vote, combine, pair_vote
+from rewards.judge.vote import ABSTAIN, OrderVerdict, Vote, combine, pair_vote
 
 
 @dataclass(frozen=True)

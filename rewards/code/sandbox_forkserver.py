@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rewards.sandbox_harness import recv as recv_frame
+from rewards.code.sandbox_harness import recv as recv_frame
 
 log = logging.getLogger("threefold.sandbox")
 HERE = Path(__file__).resolve().parent

@@ -30,7 +30,7 @@ import sys
 import traceback
 
 try:  # the framing and the plain-data conversion are shared with the candidate side
-    from rewards.sandbox_candidate import MAX_MESSAGE, Frames, Timeout, plain, write
+    from rewards.code.sandbox_candidate import MAX_MESSAGE, Frames, Timeout, plain, write
 except ImportError:  # inside the sandbox: the sandbox files sit alone in one directory
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from sandbox_candidate import MAX_MESSAGE, Frames, Timeout, plain, write

@@ -7,8 +7,8 @@ import math
 import secrets
 from dataclasses import dataclass, field
 
-from rewards.sandbox import Limits, RunResult, Sandbox
-from rewards.sandbox_harness import PlainUnpickler, request_bytes
+from rewards.code.sandbox import Limits, RunResult, Sandbox
+from rewards.code.sandbox_harness import PlainUnpickler, request_bytes
 
 # When several cases disagree, the row's status is the most severe one.
 SEVERITY = ("sandbox_error", "syntax_error", "memory_limit", "output_limit", "timeout", "runtime_error", "failed",

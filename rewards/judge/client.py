@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import openai
 
-from rewards.judge_config import BreakerConfig, JudgeSpec, RetryConfig
-from rewards.judge_metrics import JudgeStats
-from rewards.judge_parse import TokenLogprob
+from rewards.judge.config import BreakerConfig, JudgeSpec, RetryConfig
+from rewards.judge.metrics import JudgeStats
+from rewards.judge.parse import TokenLogprob
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _MAX_ERROR_CHARS = 300

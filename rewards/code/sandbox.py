@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewards.sandbox_forkserver import HERE, INSIDE_DIR, INSIDE_FILES, ForkServers, inside_binds
-from rewards.sandbox_procs import PidsCgroup, kill_uid
+from rewards.code.sandbox_forkserver import HERE, INSIDE_DIR, INSIDE_FILES, ForkServers, inside_binds
+from rewards.code.sandbox_procs import PidsCgroup, kill_uid
 
 log = logging.getLogger("threefold.sandbox")
 

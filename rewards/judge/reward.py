@@ -17,8 +17,8 @@ from collections import defaultdict
 from itertools import combinations
 from typing import Sequence
 
-from rewards.judge import JudgeEnsemble
-from rewards.judge_vote import ABSTAIN
+from rewards.judge.ensemble import JudgeEnsemble
+from rewards.judge.vote import ABSTAIN
 from rewards.types import ERROR, RewardResult
 
 JUDGED = "judged"
