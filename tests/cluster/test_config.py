@@ -65,13 +65,24 @@ def test_kl_estimator_must_be_known(tmp_path, good):
     assert "algorithm.kl.estimator" in msg and "'k1', 'k2' or 'k3'" in msg
 
 
-@pytest.mark.parametrize("name", ["rlvr-arith.yaml", "rlvr-arith-ppo.yaml"])
-def test_demo_config_validates_when_assets_exist(name):
+@pytest.mark.parametrize("name", ["rlvr-arith.yaml", "rlvr-arith-ppo.yaml", "rlhf-arith.yaml", "hybrid-arith.yaml"])
+def test_demo_config_validates_when_assets_exist(name, monkeypatch):
     demo = ROOT / "configs" / name
     raw = yaml.safe_load(demo.read_text())
     assert raw["rollout"]["num_generators"] >= 2
-    if (ROOT / raw["policy"]["model_dir"]).is_dir():
+    paths = [raw["policy"]["model_dir"], raw["data"]["train_path"]]
+    paths += [s["model_dir"] for s in raw["reward"].get("sources", []) if "model_dir" in s]
+    if all((ROOT / p).exists() for p in paths):
+        monkeypatch.chdir(ROOT)
         load_config(demo)
+
+
+def test_reward_model_demo_config_validates_when_pairs_exist(monkeypatch):
+    from cluster.rm_config import RewardModelConfig
+
+    if (ROOT / ".cache/demo/rlhf/train.jsonl").is_file():
+        monkeypatch.chdir(ROOT)
+        assert load_config(ROOT / "configs/rlhf-rm.yaml", schema=RewardModelConfig).train.steps == 300
 
 
 def test_unknown_key_names_path_line_and_allowed_keys(tmp_path, good):
@@ -149,3 +160,24 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
+
+
+def test_readme_reward_model_config_reference_matches_schema():
+    from cluster.config import reference_markdown
+    from cluster.rm_config import RewardModelConfig
+
+    assert reference_markdown(RewardModelConfig) in (ROOT / "README.md").read_text(), \
+        "README's reward-model config reference is stale: paste `threefold config-reference --rm`"
+
+
+def test_scale_requests_merge_and_bad_sizes_are_refused(tmp_path, capsys):
+    import json
+
+    from cluster.cli import main
+
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert main(["scale", str(tmp_path), "--verifiers", "3"]) == 0
+    assert main(["scale", str(tmp_path), "--rm", "2"]) == 0
+    assert json.loads((tmp_path / "scale.json").read_text()) == {"verifiers": 3, "rm": 2}
+    assert main(["scale", str(tmp_path), "--judges", "0"]) == 2 and "--judges must be at least 1" in capsys.readouterr().err
+    assert main(["scale", str(tmp_path)]) == 2 and "at least one of" in capsys.readouterr().err
