@@ -91,3 +91,23 @@ def test_pairwise_accuracy_counts_ties_as_wrong(tiny_model_dir):
     same = [PreferencePair("1+1=", "2", "3")] * 4
     assert pairwise_accuracy(model, TextEncoder(tok), same) == 0.0
     assert RMTrainSettings().center_coef == 0.0 and callable(train_reward_model)
+
+
+def test_rm_score_cli_scores_rows_and_marks_bad_ones(trained, tmp_path, capsys):
+    from rewards.rm.scorer import RMScorer
+
+    rows = ['{"id": 1, "prompt": "3+4=", "response": "70"}', "not json", '{"id": 3, "prompt": "3+4=", "response": 7}',
+            '{"id": 4, "prompt": "3+4=", "response": "73"}']
+    (tmp_path / "in.jsonl").write_text("\n".join(rows) + "\n")
+    model = trained / "out/rm/model"
+    assert main(["rm", "score", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--model", str(model),
+                 "--normalize"]) == 0
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["status"] for o in out] == ["scored", "error", "error", "scored"]
+    assert "in.jsonl:2: not valid JSON" in out[1]["error"] and out[0]["id"] == 1 and out[3]["id"] == 4
+    want = RMScorer(model).score(["3+4=", "3+4="], ["70", "73"])
+    assert [out[0]["reward"], out[3]["reward"]] == pytest.approx([w.score for w in want], abs=1e-5)
+    assert out[0]["reward"] > out[3]["reward"]  # the trained model prefers the round answer
+    meta = json.loads((model / "threefold_rm.json").read_text())
+    assert out[0]["reward_z"] == pytest.approx((out[0]["reward"] - meta["score_mean"]) / meta["score_std"])
+    assert "2 scored, 2 errors" in capsys.readouterr().err
