@@ -74,7 +74,7 @@ class RewardRouter:
                 ok_scores.append(res.score)
             out.rewards[i] += cfg.weight * value
             weighted += cfg.weight * value
-        extra = src.extra_metrics() if hasattr(src, "extra_metrics") else {}
+        extra = src.extra_metrics()
         return {"type": cfg.type, "samples": len(idx), "mean": sum(ok_scores) / len(ok_scores) if ok_scores else None,
                 "weighted_sum": weighted, "failures": failures, "dropped": dropped, "seconds": seconds,
                 "statuses": statuses, **extra}

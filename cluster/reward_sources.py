@@ -37,8 +37,8 @@ class Source:
     def score(self, samples: list[Sample]) -> list[RewardResult]:
         raise NotImplementedError
 
-    def pool_size(self) -> int | None:
-        return None
+    def extra_metrics(self) -> dict:
+        return {}
 
 
 class MathSource(Source):
@@ -88,9 +88,6 @@ class RMSource(Source):
     def extra_metrics(self) -> dict:
         return {"norm_mean": self.norm.mean, "norm_std": self.norm.std} if self.norm else {}
 
-    def pool_size(self) -> int:
-        return len(self.pool.actors)
-
 
 class JudgeSource(Source):
     def __init__(self, cfg: SourceConfig):
@@ -105,9 +102,6 @@ class JudgeSource(Source):
         third = {"group": [s.group for s in samples], "reference": [s.row.get("reference") for s in samples],
                  "pointwise": None}[self.cfg.judge_mode]
         return self.pool.rewards(self.cfg.judge_mode, [s.prompt for s in samples], [s.response for s in samples], third)
-
-    def pool_size(self) -> int:
-        return self.pool.size
 
 
 class RuleSource(Source):

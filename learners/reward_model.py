@@ -39,7 +39,9 @@ def pairwise_accuracy(model, enc: TextEncoder, pairs: list[PreferencePair], batc
     right = 0
     for i in range(0, len(pairs), batch_size):
         prompts, chosen, rejected, _ = _columns(pairs[i:i + batch_size])
-        right += int((rewards(model, *enc.batch(prompts, chosen)) > rewards(model, *enc.batch(prompts, rejected))).sum())
+        c = rewards(model, *(t.to(model.device) for t in enc.batch(prompts, chosen)))
+        r = rewards(model, *(t.to(model.device) for t in enc.batch(prompts, rejected)))
+        right += int((c > r).sum())
     model.train()
     return right / len(pairs)
 
@@ -51,6 +53,7 @@ def train_reward_model(backbone_dir: str | Path, train: list[PreferencePair], he
     and `held_out_accuracy` at step 0, every `eval_every` steps and at the last step."""
     rng = random.Random(settings.seed)
     model, tok = load_backbone(backbone_dir, settings.seed)
+    model.to(device())
     enc = TextEncoder(tok, settings.max_length)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     warm = max(settings.warmup_steps, 1)
@@ -64,9 +67,9 @@ def train_reward_model(backbone_dir: str | Path, train: list[PreferencePair], he
         prompts, chosen, rejected, margin = _columns(batch)
         # one forward over chosen and rejected together: the same padding width and one backbone call
         ids, mask = enc.batch(prompts + prompts, chosen + rejected)
-        r = rewards(model, ids, mask)
+        r = rewards(model, ids.to(model.device), mask.to(model.device))
         r_c, r_r = r[: len(batch)], r[len(batch):]
-        loss = bradley_terry_loss(r_c, r_r, margin, settings.center_coef)
+        loss = bradley_terry_loss(r_c, r_r, margin.to(model.device), settings.center_coef)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -89,15 +92,19 @@ def score_stats(model, enc: TextEncoder, pairs: list[PreferencePair], batch_size
     values = []
     for i in range(0, len(pairs), batch_size):
         prompts, chosen, rejected, _ = _columns(pairs[i:i + batch_size])
-        values += rewards(model, *enc.batch(prompts + prompts, chosen + rejected)).tolist()
+        values += rewards(model, *(t.to(model.device) for t in enc.batch(prompts + prompts, chosen + rejected))).tolist()
     t = torch.tensor(values)
     return {"mean": t.mean().item(), "std": t.std().item() if len(values) > 1 else 0.0}
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def save(model, tok, out_dir: str | Path, settings: RMTrainSettings, meta: dict) -> Path:
     """The HF directory plus threefold_rm.json (settings, data counts, accuracy, score stats)."""
     out = Path(out_dir)
-    save_reward_model(model, tok, out)
+    save_reward_model(model.to("cpu"), tok, out)
     (out / META_FILE).write_text(json.dumps({"settings": asdict(settings), "max_length": settings.max_length,
                                              **meta}, indent=2))
     return out

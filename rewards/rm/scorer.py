@@ -30,7 +30,7 @@ class RMScorer:
         self.model, tok = load_backbone(model_dir, seed=0)
         if self.model.config.num_labels != 1:
             raise ValueError(f"{model_dir}: a reward model has 1 label, this one has {self.model.config.num_labels}")
-        self.model.eval()
+        self.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()  # a GPU when the actor has one
         self.enc = TextEncoder(tok, max_length or meta.get("max_length", 512))
         self.batch_size = batch_size
 
@@ -39,7 +39,7 @@ class RMScorer:
         out: list[float] = []
         for i in range(0, len(prompts), self.batch_size):
             ids, mask = self.enc.batch(prompts[i:i + self.batch_size], responses[i:i + self.batch_size])
-            out += rewards(self.model, ids, mask).tolist()
+            out += rewards(self.model, ids.to(self.model.device), mask.to(self.model.device)).tolist()
         return out
 
     def score(self, prompts: Sequence, responses: Sequence) -> list[RewardResult]:

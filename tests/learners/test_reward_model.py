@@ -111,3 +111,15 @@ def test_rm_score_cli_scores_rows_and_marks_bad_ones(trained, tmp_path, capsys):
     meta = json.loads((model / "threefold_rm.json").read_text())
     assert out[0]["reward_z"] == pytest.approx((out[0]["reward"] - meta["score_mean"]) / meta["score_std"])
     assert "2 scored, 2 errors" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_training_on_the_gpu_matches_the_cpu(tiny_model_dir, monkeypatch):
+    import learners.reward_model as rm
+
+    data = [PreferencePair(r["prompt"], r["chosen"], r["rejected"]) for r in pairs(256, 0.0, 3)]
+    settings = RMTrainSettings(steps=3, batch_size=32, lr=1e-3, eval_every=3)
+    _, _, gpu = train_reward_model(tiny_model_dir, data, data[:64], settings)
+    monkeypatch.setattr(rm, "device", lambda: "cpu")
+    _, _, cpu = train_reward_model(tiny_model_dir, data, data[:64], settings)
+    assert [h["loss"] for h in gpu[1:]] == pytest.approx([h["loss"] for h in cpu[1:]], abs=1e-3)
