@@ -137,6 +137,7 @@ class Controller:
         refs = [g.greedy.remote(s, self.cfg.rollout.max_new_tokens) for g, s in zip(self.generators, shards)]
         texts = [t for part in ray.get(refs) for t in part]
         routed: Routed = self.eval_router.score(prompts, texts, self.eval_rows, list(range(len(texts))))
+        self.eval_detail = {name: m["mean"] for name, m in routed.metrics.items()}  # per eval source
         return sum(r for r, k in zip(routed.rewards, routed.keep) if k) / len(texts)
 
     def apply_scaling(self) -> None:
@@ -181,13 +182,15 @@ class Controller:
             self.sync.push(0)  # reused engines hold another run's weights
         parity0 = self.sync.check_parity()
         first = self.evaluate()
-        self.metrics.write({"step": 0, "eval_accuracy": first, "parity_max_abs_diff": parity0})
+        self.metrics.write({"step": 0, "eval_accuracy": first, "eval_by_source": self.eval_detail,
+                            "parity_max_abs_diff": parity0})
         bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True, mininterval=2.0)
         acc = first
         for step in bar:
             record = self.step(step)
             if step % cfg.logging.eval_every == 0 or step == cfg.steps:
                 acc = record["eval_accuracy"] = self.evaluate()
+                record["eval_by_source"] = self.eval_detail
             self.metrics.write(record)
             if not record.get("skipped"):
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")

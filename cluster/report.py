@@ -52,6 +52,17 @@ def source_table(train: list[dict]) -> list[str]:
     return lines
 
 
+def eval_table(evals: list[dict]) -> list[str]:
+    """Held-out score per evaluation, with one column per eval source when there are several."""
+    names = sorted({n for r in evals for n in (r.get("eval_by_source") or {})})
+    names = names if len(names) > 1 else []
+    cell = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
+    return [f"| step | held-out score |{''.join(f' {n} |' for n in names)}",
+            f"|---:|---:|{'---:|' * len(names)}",
+            *[f"| {r['step']} | {r['eval_accuracy']:.1%} |"
+              + "".join(f" {cell((r.get('eval_by_source') or {}).get(n))} |" for n in names) for r in evals]]
+
+
 def write_report(run_dir: Path, title: str, wall_s: float, eval_sources: str = "math") -> Path:
     records = read_metrics(run_dir / "metrics.jsonl")
     eval_label = f"held-out greedy score ({eval_sources})"
@@ -72,8 +83,7 @@ def write_report(run_dir: Path, title: str, wall_s: float, eval_sources: str = "
         "- mean seconds per step: " + ", ".join(f"{p} {mean[p]:.2f}" for p in phases),
         *source_table(train),
         "", "![held-out score, reward and KL](report.png)", "",
-        "| step | held-out score |", "|---:|---:|",
-        *[f"| {r['step']} | {r['eval_accuracy']:.1%} |" for r in evals],
+        *eval_table(evals),
     ]
     out = run_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")

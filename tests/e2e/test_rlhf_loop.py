@@ -130,6 +130,9 @@ def test_hybrid_per_source_metrics_add_up(hybrid):
         assert exact["mean"] == pytest.approx(exact["statuses"].get("passed", 0) / (exact["samples"] - exact["failures"]))
         assert "norm_mean" in style and style["norm_std"] > 0
         assert r["verifiers"] == 1 and r["rm"] == 1
+    final = records(run_dir)[-1]
+    assert set(final["eval_by_source"]) == {"exact", "style-gold"}
+    assert all(0.0 <= v <= 1.0 for v in final["eval_by_source"].values())
     from cluster.report import write_report
 
     text = write_report(run_dir, "hybrid", 1.0, "exact, style-gold").read_text()
