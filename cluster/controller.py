@@ -222,7 +222,8 @@ def merge_source_metrics(old: dict | None, new: dict) -> dict:
         ok = n_ok(a) + n_ok(m)
         mean = ((a["mean"] or 0.0) * n_ok(a) + (m["mean"] or 0.0) * n_ok(m)) / ok if ok else None
         statuses = {k: a["statuses"].get(k, 0) + m["statuses"].get(k, 0) for k in {*a["statuses"], *m["statuses"]}}
-        out[name] = {**m, **{k: a[k] + m[k] for k in ("samples", "weighted_sum", "failures", "dropped", "seconds")},
+        summed = ("samples", "weighted_sum", "failures", "dropped", "seconds", "neutralised")
+        out[name] = {**m, **{k: a[k] + m[k] for k in summed if k in a and k in m},
                      "mean": mean, "statuses": statuses}
     return out
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 DASHBOARD_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "tokens_per_s",
                   "eval_accuracy", "time_generate", "time_reward", "time_learn", "time_sync")
-SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds")  # per reward source, tagged source=<name>
+SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds", "neutralised")  # per reward source, tagged source=<name>
 
 
 class MetricsLog:

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 
 from cluster.config import RewardConfig, SourceConfig
+from rewards.judge.guard import carries_markers
 from rewards.types import ERROR, RewardResult
 from rewards.verify import extract_program
 
@@ -97,11 +98,18 @@ class JudgeSource(Source):
 
         self.needs = ("reference",) if cfg.judge_mode == "reference" else ()
         self.pool = JudgePool(load_judges(cfg.judges))
+        self.neutralised = 0
 
     def score(self, samples):
+        # responses that carried the judge's own format markers (defused before judging): a
+        # rising count means the policy is learning to talk to the judge
+        self.neutralised = sum(carries_markers(s.response) for s in samples)
         third = {"group": [s.group for s in samples], "reference": [s.row.get("reference") for s in samples],
                  "pointwise": None}[self.cfg.judge_mode]
         return self.pool.rewards(self.cfg.judge_mode, [s.prompt for s in samples], [s.response for s in samples], third)
+
+    def extra_metrics(self) -> dict:
+        return {"neutralised": self.neutralised}
 
 
 class RuleSource(Source):

@@ -10,6 +10,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from rewards.judge.guard import framed
+
 # One generated token: (text, log-prob, ((alternative text, log-prob), ...)).
 TokenLogprob = tuple[str, float, tuple[tuple[str, float], ...]]
 
@@ -30,12 +32,12 @@ class Parsed:
 
 
 def pairwise_messages(template: str, system: str | None, prompt: str, first: str, second: str) -> list[dict]:
-    """Chat messages showing `first` as Response A and `second` as Response B."""
-    return _messages(system, template.format(prompt=prompt, response_a=first, response_b=second))
+    """Chat messages showing `first` as Response A and `second` as Response B (each framed, see guard)."""
+    return _messages(system, template.format(prompt=prompt, response_a=framed(first), response_b=framed(second)))
 
 
 def pointwise_messages(template: str, system: str | None, prompt: str, response: str) -> list[dict]:
-    return _messages(system, template.format(prompt=prompt, response=response))
+    return _messages(system, template.format(prompt=prompt, response=framed(response)))
 
 
 def _messages(system: str | None, user: str) -> list[dict]:

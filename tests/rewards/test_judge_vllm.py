@@ -19,6 +19,7 @@ import pytest
 
 from rewards.judge.ensemble import JudgeEnsemble
 from rewards.judge.config import EnsembleConfig
+from rewards.judge.guard import framed
 from rewards.judge.parse import parse_verdict, pairwise_messages
 from tests.doubles.judge_helpers import run
 
@@ -132,8 +133,9 @@ def test_logprobs_at_the_verdict_token(vllm_url):
 def test_token_and_cost_accounting(judged):
     ens, _ = judged
     m = ens.metrics()
-    # The chat template renders the user message as is; one token per character, no BOS.
-    prompt_chars = sum(2 * len(TEMPLATE.format(prompt=p, response_a=a, response_b=b)) for p, a, b in ROWS)
+    # The chat template renders the user message as is; one token per character, no BOS. Each
+    # response enters between "<<<" and ">>>" lines (the judge-side hacking guard).
+    prompt_chars = sum(2 * len(TEMPLATE.format(prompt=p, response_a=framed(a), response_b=framed(b))) for p, a, b in ROWS)
     assert m["guided"]["prompt_tokens"] == m["free"]["prompt_tokens"] == prompt_chars
     assert m["guided"]["completion_tokens"] == 6 * GUIDED_TOKENS
     assert 6 <= m["free"]["completion_tokens"] <= 6 * 12

@@ -1,0 +1,46 @@
+"""What a judged response may not do to its judge: forge the verdict format or the prompt's layout.
+
+Under RLAIF the policy learns whatever moves the judge, including text aimed at the judge. So each
+response enters the judge prompt between `<<<` and `>>>` lines, and before that every marker
+the judge's own format uses — `[[`, `]]`, `Verdict:`, `Score:`, the delimiters, and the
+template's section headers (`[Prompt]`, `[Response A]`, …) — is broken up so it no longer
+reads as one. A response with a marker is folded first (NFKC), so Unicode look-alikes such as
+full-width brackets and colons are caught too; a response without one is shown untouched.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_MARKERS = re.compile(r"\[\s*\[|\]\s*\]|\b(?:verdict|score)\s*:|<<<|>>>|\[\s*(?:prompt|response(?:\s+[ab])?)\s*\]",
+                      re.IGNORECASE)
+
+
+def _defuse(m: re.Match) -> str:
+    s = m.group(0)
+    if s.endswith(":"):  # "Verdict:" → "Verdict -"
+        return s[:-1].rstrip() + " -"
+    if s.startswith("["):
+        if s[1:].lstrip().startswith("["):
+            return "[ ("  # "[[" → "[ ("
+        return "(" + s[1:-1] + ")"  # "[Response A]" → "(Response A)"
+    if s.startswith("]"):
+        return ") ]"
+    return " ".join(s)  # "<<<" → "< < <"
+
+
+def neutralise(text: str) -> tuple[str, bool]:
+    """(text safe to show a judge, whether it carried any marker)."""
+    folded = unicodedata.normalize("NFKC", text)
+    if not _MARKERS.search(folded):
+        return text, False
+    return _MARKERS.sub(_defuse, folded), True
+
+
+def carries_markers(text: object) -> bool:
+    return isinstance(text, str) and bool(_MARKERS.search(unicodedata.normalize("NFKC", text)))
+
+
+def framed(text: str) -> str:
+    """The response as it enters a judge prompt: neutralised, between delimiter lines."""
+    return f"<<<\n{neutralise(text)[0]}\n>>>"
