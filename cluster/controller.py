@@ -200,11 +200,11 @@ class Controller:
 
 
     def shutdown(self) -> None:
-        """Stop this run's actors (reused generators stay)."""
-        pools = [p for group in self.router.pools().values() for p in group]
-        if self.eval_router is not self.router:
-            pools += [p for group in self.eval_router.pools().values() for p in group if p not in pools]
-        for actor in [a for p in pools for a in p.actors] + [self.learner] + (self.generators if self.owns_generators else []):
+        """Stop this run's actors and servers (reused generators stay)."""
+        sources = self.router.sources + [s for s in self.eval_router.sources if s not in self.router.sources]
+        for src in sources:
+            src.close()  # a pool shared by several sources is killed once; killing twice is harmless
+        for actor in [self.learner] + (self.generators if self.owns_generators else []):
             ray.kill(actor)
 
 

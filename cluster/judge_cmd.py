@@ -164,6 +164,29 @@ def _missing_keys(cfg: EnsembleConfig) -> list[str]:
             for j in cfg.judges if j.api_key_env and not os.environ.get(j.api_key_env)]
 
 
+def serve_locally(cfg: EnsembleConfig, log_dir: Path) -> tuple[EnsembleConfig, list]:
+    """Start each judge with `serve` as a local vLLM server (offline use; a training run starts them
+    as Ray actors instead); returns the config with their URLs and the servers to stop."""
+    from rewards.judge.server import VLLMServer
+
+    servers, judges = [], []
+    for j in cfg.judges:
+        if j.serve is None:
+            judges.append(j)
+            continue
+        server = VLLMServer(j.serve, j.model, log_dir / f"judge-{j.name}.log", host="127.0.0.1")
+        servers.append(server)
+        try:
+            server.start()
+            server.wait_ready()
+        except Exception:
+            for started in servers:
+                started.stop()
+            raise
+        judges.append(j.model_copy(update={"base_url": f"http://127.0.0.1:{server.port}/v1"}))
+    return cfg.model_copy(update={"judges": judges}), servers
+
+
 def cmd_judge(args: argparse.Namespace) -> int:
     from rewards.judge.ensemble import JudgeEnsemble
     from rewards.judge.metrics import format_table
@@ -181,9 +204,18 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if problems:
         print("error: " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    ens = JudgeEnsemble(cfg)
-    with open(args.output, "w", encoding="utf-8") as out:
-        records, pairs = asyncio.run(judge_rows(ens, rows, out, args.batch))
+    servers = []
+    try:
+        cfg, servers = serve_locally(cfg, Path(args.output).parent)
+        ens = JudgeEnsemble(cfg)
+        with open(args.output, "w", encoding="utf-8") as out:
+            records, pairs = asyncio.run(judge_rows(ens, rows, out, args.batch))
+    except RuntimeError as e:  # a served judge that would not start
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        for server in servers:
+            server.stop()
     if args.pairs:
         write_pairs(args.pairs, pairs)
     metrics = ens.metrics()

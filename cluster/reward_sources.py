@@ -3,6 +3,8 @@ sample, never raising for one bad sample. Pools are shared between sources of on
 from __future__ import annotations
 
 import importlib
+
+import ray
 from collections.abc import Callable
 
 from cluster.config import RewardConfig, SourceConfig
@@ -40,6 +42,12 @@ class Source:
 
     def extra_metrics(self) -> dict:
         return {}
+
+    def close(self) -> None:
+        """Stop what this source started (pools, servers)."""
+        pool = getattr(self, "pool", None)
+        for actor in getattr(pool, "actors", []):
+            ray.kill(actor)
 
 
 class MathSource(Source):
@@ -95,9 +103,11 @@ class JudgeSource(Source):
         super().__init__(cfg)
         from cluster.judge_cmd import load_judges
         from cluster.judge_pool import JudgePool
+        from cluster.judge_servers import start_served
 
         self.needs = ("reference",) if cfg.judge_mode == "reference" else ()
-        self.pool = JudgePool(load_judges(cfg.judges))
+        config, self.servers = start_served(load_judges(cfg.judges))
+        self.pool = JudgePool(config)
         self.neutralised = 0
 
     def score(self, samples):
@@ -110,6 +120,12 @@ class JudgeSource(Source):
 
     def extra_metrics(self) -> dict:
         return {"neutralised": self.neutralised}
+
+    def close(self) -> None:
+        from cluster.judge_servers import stop_served
+
+        self.pool.shutdown()
+        stop_served(self.servers)
 
 
 class RuleSource(Source):

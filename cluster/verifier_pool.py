@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-import ray
 
 from actors.verifier import Verifier
 from cluster.actor_pool import ActorPool

@@ -152,6 +152,9 @@ class JudgeClient:
 
     def __init__(self, spec: JudgeSpec, retry: RetryConfig, breaker: BreakerConfig,
                  stats: JudgeStats | None = None, concurrency: int | None = None, clock=time.monotonic):
+        if spec.base_url is None:  # never fall back to the openai client's default endpoint
+            raise ValueError(f"judge {spec.name!r} is served by the run (`serve`) and has no URL yet; "
+                             "start its server first (cluster.judge_servers)")
         self.spec, self.retry = spec, retry
         self.stats = stats if stats is not None else JudgeStats()
         self.breaker = CircuitBreaker(breaker, clock)

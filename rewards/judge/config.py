@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import string
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -56,14 +57,41 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+class ServeSpec(Section):
+    """A judge model the run serves itself with vLLM's OpenAI-compatible API (instead of base_url)."""
+
+    model_dir: Path
+    """Hugging Face model directory of the judge (read on the node the server runs on)."""
+    max_model_len: int = Field(2048, ge=8)
+    """Context length of the served model."""
+    dtype: str = "auto"
+    """vLLM --dtype (float32 on CPU for small models)."""
+    chat_template: Path | None = None
+    """Jinja chat template file, for models without one."""
+    enforce_eager: bool = True
+    """vLLM --enforce-eager (no CUDA graphs; the CPU backend needs it)."""
+    args: list[str] = []
+    """Further vLLM server arguments, e.g. ["--gpu-memory-utilization", "0.3"]."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Port to listen on; default: a free one."""
+    num_cpus: float = Field(1.0, gt=0.0)
+    """Ray CPUs reserved for the server's actor."""
+    num_gpus: float = Field(0.0, ge=0.0)
+    """Ray GPUs reserved for the server's actor."""
+    startup_timeout_s: float = Field(600.0, gt=0.0)
+    """How long the run waits for the server's health check before it fails."""
+
+
 class JudgeSpec(Section):
     # A key pasted into the wrong field must not be echoed back in an error.
     model_config = ConfigDict(**Section.model_config, hide_input_in_errors=True)
 
     name: str = ""
     """Label in votes and metrics; defaults to the model name. Must be unique in the ensemble."""
-    base_url: str
-    """OpenAI-compatible API root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (vLLM)."""
+    base_url: str | None = None
+    """OpenAI-compatible API root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (vLLM); or set `serve`."""
+    serve: ServeSpec | None = None
+    """Serve this judge on the cluster for the run (health-checked before training, stopped after); `model` is its served name."""
     model: str
     """Model name sent with each request."""
     weight: float = Field(1.0, gt=0.0, le=1000.0)
@@ -96,9 +124,18 @@ class JudgeSpec(Section):
             return {**data, "name": data["model"]}
         return data
 
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> "JudgeSpec":
+        if (self.base_url is None) == (self.serve is None):
+            raise ValueError("give a judge either base_url (a running endpoint) or serve (a model the run serves), "
+                             "not both and not neither")
+        return self
+
     @field_validator("base_url")
     @classmethod
-    def _url(cls, v: str) -> str:
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"base_url {v!r} must start with http:// or https://, e.g. http://127.0.0.1:8000/v1")
         return v.rstrip("/")

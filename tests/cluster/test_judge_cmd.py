@@ -83,7 +83,7 @@ def test_config_errors_name_file_line_and_key(tmp_path, capsys):
     src = write_rows(tmp_path / "in.jsonl", ROWS[:1])
     assert judge(src, "-o", tmp_path / "o.jsonl", "--judges", bad) == 2
     err = capsys.readouterr().err
-    assert f"{bad}:5: judges.0.temprature: unknown key; allowed here: name, base_url, model," in err
+    assert f"{bad}:5: judges.0.temprature: unknown key; allowed here: name, base_url, serve, model," in err
     assert not (tmp_path / "o.jsonl").exists()
     assert judge(tmp_path / "missing.jsonl", "-o", tmp_path / "o.jsonl", "--judges", bad) == 2
 
@@ -127,3 +127,28 @@ def test_example_config_is_valid():
     assert cfg.judges[0].api_key_env == "OPENAI_API_KEY" and cfg.judges[1].api_key_env is None
     assert cfg.judges[0].cost(1000, 1000) == pytest.approx(0.00015 + 0.0006, rel=1e-12)
     assert (cfg.voting, cfg.pool.size, cfg.retry.max_retries, cfg.circuit_breaker.failure_threshold) == ("majority", 2, 3, 5)
+
+
+@pytest.mark.parametrize("judge, message", [
+    ({"model": "m"}, "give a judge either base_url"),
+    ({"model": "m", "base_url": "http://x/v1", "serve": {"model_dir": "."}}, "not both"),
+    ({"model": "m", "serve": {"model_dir": ".", "max_model_len": 2}}, "max_model_len"),
+])
+def test_a_judge_has_one_endpoint(tmp_path, judge, message):
+    import yaml
+
+    from cluster.judge_cmd import JudgesConfigError, load_judges
+
+    path = tmp_path / "judges.yaml"
+    path.write_text(yaml.safe_dump({"judges": [judge]}))
+    with pytest.raises(JudgesConfigError, match=message):
+        load_judges(path)
+
+
+def test_a_served_judge_without_its_url_is_refused_not_sent_to_a_default_endpoint(tmp_path):
+    from rewards.judge.client import JudgeClient
+    from rewards.judge.config import EnsembleConfig
+
+    cfg = EnsembleConfig.model_validate({"judges": [{"model": "m", "serve": {"model_dir": str(tmp_path)}}]})
+    with pytest.raises(ValueError, match="served by the run"):
+        JudgeClient(cfg.judges[0], cfg.retry, cfg.circuit_breaker)

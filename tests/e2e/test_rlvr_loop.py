@@ -1,5 +1,4 @@
 """Real local Ray cluster, real vLLM engines, real learner: a short RLVR run end to end."""
-import io
 import json
 import math
 

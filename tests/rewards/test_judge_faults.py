@@ -1,7 +1,5 @@
 """Fault injection against a scripted OpenAI-compatible test double: 500s, 429 + Retry-After,
 stalls past the timeout, rambling text, truncated JSON, dropped connections, an open breaker."""
-import asyncio
-import itertools
 import random
 import time
 

@@ -7,20 +7,14 @@ The "guided" judge uses vLLM's structured outputs (passed through `extra_body`) 
 model produces a parseable verdict line; the "free" judge gets none and must abstain.
 """
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from rewards.judge.ensemble import JudgeEnsemble
-from rewards.judge.config import EnsembleConfig
+from rewards.judge.config import EnsembleConfig, ServeSpec
 from rewards.judge.guard import framed
 from rewards.judge.parse import parse_verdict, pairwise_messages
+from rewards.judge.server import VLLMServer
 from tests.doubles.judge_helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -31,47 +25,20 @@ ROWS = [("1+1", "2", "3"), ("2+2", "4", "5"), ("7+1", "8", "9")]
 TOO_LONG = ("x" * 60, "a", "b")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_url(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm_judge")
     template = tmp / "chat.jinja"
     template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-         "--served-model-name", "tiny", "--dtype", "float32", "--enforce-eager", "--max-model-len", "64",
-         "--chat-template", str(template), "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    spec = ServeSpec(model_dir=tiny_model_dir, max_model_len=64, dtype="float32", chat_template=template,
+                     startup_timeout_s=300)
+    server = VLLMServer(spec, "tiny", tmp / "server.log", host="127.0.0.1")
+    server.start()
     try:
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited ({proc.returncode}):\n{(tmp / 'server.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("vLLM server did not come up in 300 s")
-                time.sleep(1.0)
-        yield url
+        server.wait_ready()
+        yield f"http://127.0.0.1:{server.port}/v1"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its engine-core child
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        server.stop()  # the API server and its engine-core child
 
 
 def make_ensemble(url: str) -> JudgeEnsemble:

@@ -1,0 +1,30 @@
+"""Judges a run serves itself: one JudgeServer actor per judge with `serve`, health-checked before
+training starts; the judges then reach them by URL through the OpenAI client like any endpoint."""
+from __future__ import annotations
+
+import ray
+
+from actors.judge_server import JudgeServer
+from rewards.judge.config import EnsembleConfig
+
+
+def start_served(config: EnsembleConfig) -> tuple[EnsembleConfig, dict]:
+    """(the config with every served judge's base_url filled in, {judge name: server actor})."""
+    actors = {j.name: JudgeServer.options(num_cpus=j.serve.num_cpus, num_gpus=j.serve.num_gpus).remote(j.serve, j.model)
+              for j in config.judges if j.serve is not None}
+    try:
+        urls = dict(zip(actors, ray.get([a.ready.remote() for a in actors.values()])))
+    except Exception:
+        stop_served(actors)
+        raise
+    judges = [j.model_copy(update={"base_url": urls[j.name]}) if j.name in urls else j for j in config.judges]
+    return config.model_copy(update={"judges": judges}), actors
+
+
+def stop_served(actors: dict) -> None:
+    for actor in actors.values():
+        try:
+            ray.get(actor.stop.remote(), timeout=60)
+        except Exception:  # already gone: its server died with it
+            pass
+        ray.kill(actor)
