@@ -48,7 +48,17 @@ async def reference_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Se
             return RewardResult(abstain_score, ABSTAIN, detail)
         return RewardResult(v.p_a, JUDGED, detail)
 
-    return list(await asyncio.gather(*(one(*row) for row in zip(prompts, responses, references))))
+    return await _once_each(one, list(zip(prompts, responses, references)))
+
+
+async def _once_each(fn, rows: list[tuple]) -> list[RewardResult]:
+    """fn(*row) for every row, calling it once per distinct row (policies repeat short answers a lot)."""
+    keyed = {}
+    for row in rows:
+        key = tuple(x if isinstance(x, str) else ("not text", id(x)) for x in row)
+        keyed.setdefault(key, row)
+    done = dict(zip(keyed, await asyncio.gather(*(fn(*row) for row in keyed.values()))))
+    return [done[tuple(x if isinstance(x, str) else ("not text", id(x)) for x in row)] for row in rows]
 
 
 async def group_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Sequence, group_ids: Sequence,
@@ -62,10 +72,16 @@ async def group_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Sequen
         if results[i] is None:
             groups[g].append(i)
     pairs = [(i, j) for members in groups.values() for i, j in combinations(members, 2)]
-    verdicts = await ens.judge_pairs([(prompts[i], responses[i], responses[j]) for i, j in pairs])
+    # Each distinct {a, b} of a prompt is judged once (both orders, as always); two identical
+    # responses tie without a call. A group of short answers repeats itself a lot.
+    canon = lambda i, j: (prompts[i], *sorted((responses[i], responses[j])))  # noqa: E731
+    keys = list(dict.fromkeys(canon(i, j) for i, j in pairs if responses[i] != responses[j]))
+    winners = dict(zip(keys, [v.winner for v in await ens.judge_pairs(keys)]))
     tally: dict[int, list] = {i: [] for members in groups.values() for i in members}
-    for (i, j), v in zip(pairs, verdicts):
-        outcome = _OUTCOME.get(v.winner)  # for i; None if the judges abstained
+    for i, j in pairs:
+        key = canon(i, j)
+        first = _OUTCOME.get(winners[key]) if responses[i] != responses[j] else 0.5  # for key's first response
+        outcome = first if first is None or responses[i] == key[1] else 1.0 - first  # for i; None: abstained
         tally[i].append((j, outcome))
         tally[j].append((i, None if outcome is None else 1.0 - outcome))
     for i, seen in tally.items():
@@ -103,4 +119,4 @@ async def pointwise_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Se
             return RewardResult(abstain_score, ABSTAIN, detail)
         return RewardResult(s.score, JUDGED, detail)
 
-    return list(await asyncio.gather(*(one(p, r) for p, r in zip(prompts, responses))))
+    return await _once_each(one, list(zip(prompts, responses)))

@@ -94,7 +94,9 @@ def test_group_win_rates(srv):
     assert got[1].detail["ties"] == 1 and got[1].detail["losses"] == 2
     assert got[4].status == "abstain" and got[4].detail["reason"] == "no other sample in the group"
     assert got[5].status == "error"
-    assert len(srv.seen_by("plus")) == 2 * 6  # C(4, 2) pairs in both orders; the lone and bad samples send nothing
+    # C(4, 2) = 6 pairs, but "+" vs "+" ties without a call and the two "+++ vs +" and "++ vs +" pairs
+    # are asked once each: 3 distinct pairs in both orders; the lone and bad samples send nothing
+    assert len(srv.seen_by("plus")) == 2 * 3
 
 
 def test_pointwise_rewards(srv):
@@ -108,3 +110,12 @@ def test_pointwise_rewards(srv):
     # "****": (4-1)/9 and (10-1)/9 → mean (1/3 + 1) / 2 = 2/3. "no stars": scorer-a abstains → 1.0.
     assert got[0].score == pytest.approx(2 / 3, abs=1e-12) and got[0].status == JUDGED
     assert got[1].score == 1.0 and [v["winner"] for v in got[1].detail["votes"]] == ["abstain", "score"]
+
+
+def test_repeated_samples_are_judged_once(srv):
+    SCRIPTS["counted"] = prefers("right")
+    ens = ensemble(srv.base_url, "counted")
+    responses = ["right", "wrong", "right", "right", "wrong"]
+    got = run(ens, reference_rewards(ens, ["q"] * 5, responses, ["wrong ref"] * 5))
+    assert [r.score for r in got] == [1.0, 0.5, 1.0, 1.0, 0.5]  # "wrong" vs "wrong ref": both lack "right" → B both times → tie
+    assert len(srv.seen_by("counted")) == 2 * 2  # two distinct (prompt, response, reference) rows, both orders
