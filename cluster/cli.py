@@ -35,6 +35,7 @@ def parse_overrides(items: list[str]) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from cluster.config import ConfigError, load_config
     from cluster.data import DataError
+    from cluster.judge_cmd import JudgesConfigError
     from cluster.weight_sync import ParityError
 
     try:
@@ -42,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from cluster.run import train
 
         summary = train(cfg, Path(args.config).stem, address=args.address)
-    except (ConfigError, DataError, ValueError) as e:
+    except (ConfigError, DataError, JudgesConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ParityError as e:

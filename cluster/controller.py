@@ -85,8 +85,8 @@ class Controller:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model_dir)
-        row = self.eval_rows[0]
-        return tok(row["prompt"] + str(row["answer"]))["input_ids"] + [tok.eos_token_id]
+        row = self.eval_rows[0]  # any text works; an answer makes the probe look like a real sample
+        return tok(row["prompt"] + str(row.get("answer", "")))["input_ids"] + [tok.eos_token_id]
 
     def rollout(self, rows: list[dict]) -> RolloutBatch:
         r = self.cfg.rollout

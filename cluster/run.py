@@ -47,14 +47,28 @@ def check_capacity(cfg: RunConfig) -> None:
     rw = cfg.reward
     sources = rw.training_sources() + (rw.eval or [])
     verifiers = rw.verifiers if any(s.type in ("math", "code") for s in sources) else 0
-    scorers = sum(s.cpus * s.scorers for s in sources if s.type == "rm")
-    need = cfg.resources.cpus_needed(cfg.rollout.num_generators, verifiers, scorers)
+    reward_cpus = sum(s.cpus * s.scorers for s in sources if s.type == "rm") + judge_cpus(sources)
+    need = cfg.resources.cpus_needed(cfg.rollout.num_generators, verifiers, reward_cpus)
     if need > have:
         raise ConfigError(
             f"the actors need {need:g} Ray CPUs (rollout.num_generators × resources.generator_cpus + "
             f"resources.learner_cpus + reward.verifiers × resources.verifier_cpus + each rm source's "
-            f"scorers × cpus) but this cluster has {have:g}; lower those values (fractions are fine) or add nodes"
+            f"scorers × cpus + each judge source's pool and served judges) but this cluster has {have:g}; "
+            "lower those values (fractions are fine) or add nodes"
         )
+
+
+def judge_cpus(sources) -> float:
+    """CPUs of the judge pools and of the judge servers a run starts (from each judges YAML)."""
+    from cluster.judge_cmd import load_judges
+
+    total = 0.0
+    for src in sources:  # each judge source starts its own pool and servers
+        if src.type != "judge":
+            continue
+        ens = load_judges(src.judges)
+        total += ens.pool.size * ens.pool.num_cpus + sum(j.serve.num_cpus for j in ens.judges if j.serve)
+    return total
 
 
 def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict:

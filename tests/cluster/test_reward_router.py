@@ -129,3 +129,18 @@ def test_a_learned_reward_needs_a_separate_gold_metric(tmp_path):
 def test_duplicate_source_names_are_refused():
     with pytest.raises(ValueError, match="source name 'a' is used twice"):
         RewardConfig(sources=[{"name": "a", "type": "math"}, {"name": "a", "type": "code"}])
+
+
+def test_capacity_counts_judge_pools_and_served_judges(tmp_path):
+    import yaml
+
+    from cluster.run import judge_cpus
+
+    path = tmp_path / "judges.yaml"
+    path.write_text(yaml.safe_dump({"pool": {"size": 2, "num_cpus": 0.5}, "judges": [
+        {"model": "a", "base_url": "http://127.0.0.1:1/v1"},
+        {"model": "b", "serve": {"model_dir": str(tmp_path), "num_cpus": 1.5}}]}))
+    src = SourceConfig(name="j", type="judge", judges=path)
+    # pool 2 × 0.5 + one served judge 1.5 = 2.5 per judge source (each starts its own)
+    assert judge_cpus([src, SourceConfig(name="m", type="math")]) == 2.5
+    assert judge_cpus([src, src.model_copy(update={"name": "k"})]) == 5.0
