@@ -15,6 +15,7 @@ commands:
   demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated pairs
   rm train CONFIG       train a Bradley–Terry reward model on preference pairs (JSONL or Parquet)
   rm score IN.jsonl     score {prompt, response} rows with a reward model, JSONL in and out
+  sample IN.jsonl       sample a model's responses offline (--pairs: judge input for RLAIF → RM)
   verify IN.jsonl       run code tests in a sandbox / check math answers, JSONL in and out
   judge IN.jsonl        label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)
   scale RUN_DIR         resize a running job's reward pools (verifiers, rm, judges) before its next step
@@ -94,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rlhf", action="store_true",
                    help="also build the RLHF demo's annotated preference pairs and the hybrid demo's data")
     d.set_defaults(fn=cmd_demo_assets)
-    from cluster import judge_cmd, rm_cmd, scaling, verify_cmd
+    from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, verify_cmd
 
     rm_cmd.register(sub)
+    sample_cmd.register(sub)
     verify_cmd.register(sub)
     judge_cmd.register(sub)
     scaling.register(sub)
