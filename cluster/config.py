@@ -131,6 +131,8 @@ class RewardConfig(Section):
     """Sandbox isolation: auto picks the strongest available; `none` runs code unisolated and must be explicit."""
     pids_cgroup: bool = False
     """Also cap each program's processes with a cgroup `pids.max` (root only; ~10 ms per program on cgroup v1)."""
+    all_or_nothing: bool = False
+    """Code sources: reward 1 only when every test case passes (default: the fraction of cases passed)."""
 
     @model_validator(mode="after")
     def _one_form(self) -> "RewardConfig":

@@ -225,6 +225,10 @@ def merge_source_metrics(old: dict | None, new: dict) -> dict:
         summed = ("samples", "weighted_sum", "failures", "dropped", "seconds", "neutralised")
         out[name] = {**m, **{k: a[k] + m[k] for k in summed if k in a and k in m},
                      "mean": mean, "statuses": statuses}
+        n = out[name]
+        n["per_second"] = n["samples"] / n["seconds"] if n["seconds"] > 0 else None
+        if "pass_rate" in m:
+            n["pass_rate"] = n["statuses"].get("passed", 0) / max(n["samples"], 1)
     return out
 
 

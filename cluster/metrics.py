@@ -7,7 +7,7 @@ from pathlib import Path
 
 DASHBOARD_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "tokens_per_s",
                   "eval_accuracy", "time_generate", "time_reward", "time_learn", "time_sync")
-SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds", "neutralised")  # per reward source, tagged source=<name>
+SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds", "per_second", "neutralised", "pass_rate")  # per reward source, tagged source=<name>
 
 
 class MetricsLog:
@@ -15,6 +15,7 @@ class MetricsLog:
         self.path = path
         self.run_name = run_name
         # A new run in a reused run directory starts a new record (the report would mix runs).
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
         self.gauges, self.source_gauges = {}, {}
         try:  # dashboard metrics are a nicety; the JSONL file is the record

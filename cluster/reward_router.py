@@ -77,6 +77,7 @@ class RewardRouter:
         extra = src.extra_metrics()
         return {"type": cfg.type, "samples": len(idx), "mean": sum(ok_scores) / len(ok_scores) if ok_scores else None,
                 "weighted_sum": weighted, "failures": failures, "dropped": dropped, "seconds": seconds,
+                "per_second": len(idx) / seconds if seconds > 0 else None,
                 "statuses": statuses, **extra}
 
     def pools(self) -> dict[str, list]:

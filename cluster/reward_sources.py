@@ -62,20 +62,31 @@ class MathSource(Source):
 
 
 class CodeSource(Source):
-    """The response is the program (the last fenced code block when it has any), run against the
-    row's `tests` (and `limits`) in the sandbox; the score is the fraction of cases passed."""
+    """The response is the program (the last fenced code block when it has any), after the row's
+    trusted `program_prefix` if it has one (e.g. "def f(x):\n    return " when the policy writes only
+    the body), run against the row's `tests` (and `limits`) in the sandbox; the score is the
+    fraction of cases passed (all-or-nothing with reward.all_or_nothing)."""
     needs = ("tests",)
 
     def __init__(self, cfg: SourceConfig, verifiers):
         super().__init__(cfg)
         self.pool = verifiers
+        self.passed = self.programs = 0
 
     def score(self, samples):
-        rows = [{"id": i, "kind": "code", "program": extract_program(s.response), "tests": s.row["tests"],
-                 **({"limits": s.row["limits"]} if "limits" in s.row else {})} for i, s in enumerate(samples)]
+        rows = [{"id": i, "kind": "code", "program": s.row.get("program_prefix", "") + extract_program(s.response),
+                 "tests": s.row["tests"], **({"limits": s.row["limits"]} if "limits" in s.row else {})}
+                for i, s in enumerate(samples)]
+        verdicts = self.pool.verify(rows)
+        self.programs, self.passed = len(verdicts), sum(v["status"] == "passed" for v in verdicts)
         return [RewardResult(float(v["reward"]), v["status"], {k: v[k] for k in ("passed", "total") if k in v}
                              | ({"error": v["error"]} if v.get("error") else {}))
-                for v in self.pool.verify(rows)]
+                for v in verdicts]
+
+    def extra_metrics(self) -> dict:
+        # the sandbox mode every verifier actor runs in: it must stay the strongest available
+        modes = sorted({i["mode"] for i in ray.get([a.info.remote() for a in self.pool.actors])})
+        return {"pass_rate": self.passed / max(self.programs, 1), "sandbox_mode": ",".join(modes)}
 
 
 class RMSource(Source):
@@ -168,7 +179,8 @@ def build_sources(reward: RewardConfig, sources: list[SourceConfig], verifiers_c
                 from rewards.verify import VerifySettings
 
                 shared["verifiers"] = VerifierPool(reward.verifiers, reward.sandbox_slots,
-                                                   VerifySettings(math_timeout_s=reward.timeout_s), reward.isolation,
+                                                   VerifySettings(math_timeout_s=reward.timeout_s,
+                                                                  all_or_nothing=reward.all_or_nothing), reward.isolation,
                                                    num_cpus=verifiers_cpus, pids_cgroup=reward.pids_cgroup)
             out.append((MathSource if cfg.type == "math" else CodeSource)(cfg, shared["verifiers"]))
         else:

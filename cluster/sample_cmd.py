@@ -53,10 +53,11 @@ def generate(model_dir: str, prompts: list[str], n: int, temperature: float, max
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     out: list[list[str]] = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
-        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
+        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         with torch.no_grad():
             ids = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                  max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id)

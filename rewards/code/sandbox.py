@@ -80,6 +80,11 @@ def _try(argv: list[str]) -> bool:
         return False
 
 
+def default_python() -> str:
+    """The interpreter programs run with: the system python3 (not a virtualenv's)."""
+    return next(p for p in ("/usr/bin/python3", shutil.which("python3")) if p and os.path.exists(p))
+
+
 def detect_mode(python: str) -> list[str]:
     """The modes this machine supports, strongest first (always ends with rlimits, none)."""
     found = []
@@ -131,7 +136,7 @@ class Sandbox:
 
     def __init__(self, isolation: str = "auto", slots: int = 4, python: str | None = None, uid_base: int = UID_BASE,
                  pids_cgroup: bool = False):
-        self.python = python or next((p for p in ("/usr/bin/python3", shutil.which("python3")) if p and os.path.exists(p)))
+        self.python = python or default_python()
         available = detect_mode(self.python)
         if isolation == "auto":
             self.mode = available[0]
