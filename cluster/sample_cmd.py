@@ -28,19 +28,10 @@ def register(sub) -> None:
 
 
 def read_prompts(path: str) -> list[tuple[object, str]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise ValueError(f"{path}:{n}: each row needs a `prompt` string")
-            rows.append((row.get("id", n), row["prompt"]))
-    return rows
+    """(id, prompt) per row; a row without an `id` gets its 1-based row number."""
+    from cluster.data import read_rows
+
+    return [(row.get("id", n), row["prompt"]) for n, row in enumerate(read_rows(path), 1)]
 
 
 def generate(model_dir: str, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
@@ -76,7 +67,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 2
     try:
         rows = read_prompts(args.input)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # DataError is a ValueError naming file:line
         print(f"error: {e}", file=sys.stderr)
         return 2
     with tqdm(total=len(rows), desc="sample", unit="prompt", file=sys.stderr) as bar:
