@@ -34,7 +34,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cluster.config import ConfigError, load_config
+    from cluster.config_loader import ConfigError, load_config
     from cluster.data import DataError
     from cluster.judge_cmd import JudgesConfigError
     from cluster.weight_sync import ParityError
@@ -67,7 +67,7 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:
-    from cluster.config import reference_markdown
+    from cluster.config_loader import reference_markdown
 
     if args.rm:
         from cluster.rm_config import RewardModelConfig

@@ -1,12 +1,11 @@
-"""Run config: YAML → pydantic models. Every mistake fails before anything starts, naming the key."""
+"""Run config schema: pydantic models whose field docstrings are the README's reference. Loading
+YAML with file:line errors and rendering the reference live in cluster/config_loader.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import UnionType
-from typing import Literal, Union, get_args, get_origin
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -58,7 +57,6 @@ class RolloutConfig(Section):
     """vLLM context length: prompt plus response."""
 
 
-SOURCE_TYPES = ("math", "code", "judge", "rm", "rule")
 # Fields that only one source type reads: setting one on another type is a mistake worth naming.
 TYPE_FIELDS = {"model_dir": "rm", "scorers": "rm", "batch_size": "rm", "normalize": "rm", "cpus": "rm", "gpus": "rm",
                "judges": "judge", "judge_mode": "judge", "function": "rule"}
@@ -308,135 +306,3 @@ class RunConfig(Section):
     learner: LearnerConfig = LearnerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     logging: LoggingConfig = LoggingConfig()
-
-
-class ConfigError(Exception):
-    """A config that cannot run; the message names the file, line and key path."""
-
-
-def load_config(path: str | Path, overrides: dict | None = None, schema: type[BaseModel] | None = None):
-    """The validated config (a RunConfig unless `schema` says otherwise)."""
-    schema = schema or RunConfig
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-        lines = key_lines(yaml.compose(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for dotted, value in (overrides or {}).items():
-        set_dotted(raw, dotted, value)
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_errors(path, e, lines, schema)) from None
-
-
-def set_dotted(raw: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    node = raw
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-
-
-def key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """1-based line of every key path in a YAML node tree; list items are keyed by their index."""
-    out: dict[tuple, int] = {}
-    if isinstance(node, yaml.SequenceNode):
-        items = [(str(i), v, v) for i, v in enumerate(node.value)]
-    elif isinstance(node, yaml.MappingNode):
-        items = [(k.value, k, v) for k, v in node.value]
-    else:
-        items = []
-    for key, mark_node, value in items:
-        out[prefix + (key,)] = mark_node.start_mark.line + 1
-        out.update(key_lines(value, prefix + (key,)))
-    return out
-
-
-def _section(ann) -> type[BaseModel] | None:
-    """The section model of a field: `X`, `X | None`, `list[X]` or `list[X] | None` (X a BaseModel)."""
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    return next((m for m in map(_section, get_args(ann)) if m is not None), None)
-
-
-def _is_list(ann) -> bool:
-    return get_origin(ann) is list or any(_is_list(a) for a in get_args(ann))
-
-
-def allowed_keys(loc: tuple, schema: type[BaseModel]) -> list[str]:
-    model = schema
-    for part in loc[:-1]:
-        if part.isdigit():  # a list item
-            continue
-        field = model.model_fields.get(str(part))
-        sub = _section(field.annotation) if field else None
-        if sub is None:
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-def format_errors(path: Path, err: ValidationError, lines: dict[tuple, int], schema: type[BaseModel]) -> str:
-    msgs = []
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
-        key = ".".join(loc) or "(top level)"
-        line = lines.get(loc)
-        where = f"{path}:{line}" if line else str(path)
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed here: {', '.join(allowed_keys(loc, schema))}"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-        msgs.append(f"{where}: {key}: {msg}")
-    return "invalid config\n  " + "\n  ".join(msgs)
-
-
-def type_name(ann) -> str:
-    if get_origin(ann) is Literal:
-        return " or ".join(f"`{a}`" for a in get_args(ann))
-    if get_args(ann) and get_origin(ann) in (Union, UnionType):
-        return " or ".join(type_name(a) for a in get_args(ann))
-    return "None" if ann is type(None) else getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-
-
-def reference_markdown(schema: type[BaseModel] | None = None) -> str:
-    """A config reference table for the README, generated from the schema's field docstrings."""
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    listed: dict = {}
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            sub = _section(ann)
-            if sub is not None:
-                if _is_list(ann):
-                    doc = (field.description or "").replace("|", "\\|")
-                    same = f" Each item has the keys of `{listed[sub]}[]`." if sub in listed else ""
-                    rows.append(f"| `{prefix}{name}` | list of sections, or None | `{field.default}` | {doc}{same} |")
-                    if same:
-                        continue
-                    listed[sub] = f"{prefix}{name}"
-                walk(sub, f"{prefix}{name}[]." if _is_list(ann) else f"{prefix}{name}.")
-                continue
-            kind = type_name(ann)
-            default = "required" if field.is_required() else f"`{field.default}`"
-            bounds = ", ".join(f"{sym} {getattr(m, attr)}" for m in field.metadata
-                               for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
-                               if hasattr(m, attr))
-            doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
-            rows.append(f"| `{prefix}{name}` | {kind}{f' ({bounds})' if bounds else ''} | {default} | {doc} |")
-
-    walk(schema or RunConfig, "")
-    return "\n".join(rows)

@@ -21,7 +21,7 @@ from typing import get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cluster.config import key_lines
+from cluster.config_loader import key_lines
 from rewards.judge.config import EnsembleConfig
 
 ROW_KEYS = ("id", "prompt", "response_a", "response_b")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.config import ConfigError
+from cluster.config_loader import ConfigError
 
 
 def register(sub) -> None:
@@ -40,7 +40,7 @@ def _split(pairs: list, fraction: float, seed: int) -> tuple[list, list]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cluster.cli import parse_overrides
-    from cluster.config import load_config
+    from cluster.config_loader import load_config
     from cluster.rm_config import RewardModelConfig
     from learners.preference_data import PreferenceDataError, load_pairs
 

@@ -6,7 +6,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cluster.config import ConfigError, RunConfig
+from cluster.config import RunConfig
+from cluster.config_loader import ConfigError
 
 # What never travels to a cluster with the code (the Ray working_dir limit is 500 MiB).
 SHIP_EXCLUDES = [".venv", ".cache", "runs", ".git", "**/__pycache__"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.config import ConfigError, load_config
+from cluster.config_loader import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def test_cli_exits_nonzero_without_traceback(tmp_path, good, mutate, expect):
 
 
 def test_readme_config_reference_matches_schema():
-    from cluster.config import reference_markdown
+    from cluster.config_loader import reference_markdown
 
     assert reference_markdown() in (ROOT / "README.md").read_text(), \
         "README's config reference is stale: paste the output of `threefold config-reference`"
@@ -163,7 +163,7 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
 
 
 def test_readme_reward_model_config_reference_matches_schema():
-    from cluster.config import reference_markdown
+    from cluster.config_loader import reference_markdown
     from cluster.rm_config import RewardModelConfig
 
     assert reference_markdown(RewardModelConfig) in (ROOT / "README.md").read_text(), \

@@ -2,7 +2,8 @@
 weighted sums, failure policies, per-source metrics, and the config forms."""
 import pytest
 
-from cluster.config import ConfigError, RewardConfig, SourceConfig, load_config
+from cluster.config import RewardConfig, SourceConfig
+from cluster.config_loader import ConfigError, load_config
 from cluster.data import DataError, read_rows
 from cluster.reward_router import RewardRouter
 from cluster.reward_sources import RuleSource
