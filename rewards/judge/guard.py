@@ -3,8 +3,9 @@
 Under RLAIF the policy learns whatever moves the judge, including text aimed at the judge. So each
 response enters the judge prompt between `<<<` and `>>>` lines, and before that every marker
 the judge's own format uses — `[[`, `]]`, `Verdict:`, `Score:`, the delimiters, and the
-template's section headers (`[Prompt]`, `[Response A]`, …) — is broken up so it no longer
-reads as one. A response with a marker is folded first (NFKC), so Unicode look-alikes such as
+template's section headers (`[Prompt]`, `[Response A]`, …), and chat-template control tokens
+such as `<|im_end|>` that would let a response fake a turn of the conversation — is broken up so
+it no longer reads as one. A response with a marker is folded first (NFKC), so Unicode look-alikes such as
 full-width brackets and colons are caught too; a response without one is shown untouched.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_MARKERS = re.compile(r"\[\s*\[|\]\s*\]|\b(?:verdict|score)\s*:|<<<|>>>|\[\s*(?:prompt|response(?:\s+[ab])?)\s*\]",
-                      re.IGNORECASE)
+_MARKERS = re.compile(r"\[\s*\[|\]\s*\]|\b(?:verdict|score)\s*:|<<<|>>>|<\||\|>"
+                      r"|\[\s*(?:prompt|response(?:\s+[ab])?)\s*\]", re.IGNORECASE)
 
 
 def _defuse(m: re.Match) -> str:
@@ -26,7 +27,7 @@ def _defuse(m: re.Match) -> str:
         return "(" + s[1:-1] + ")"  # "[Response A]" → "(Response A)"
     if s.startswith("]"):
         return ") ]"
-    return " ".join(s)  # "<<<" → "< < <"
+    return " ".join(s)  # "<<<" → "< < <", "<|" → "< |"
 
 
 def neutralise(text: str) -> tuple[str, bool]:
