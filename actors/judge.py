@@ -30,5 +30,9 @@ class JudgeActor:
     def stats(self) -> dict[str, JudgeStats]:
         return self.ens.stats
 
+    def take_stats(self) -> dict[str, JudgeStats]:
+        """The counts since the last take (the actor starts counting again from zero)."""
+        return {name: st.take() for name, st in self.ens.stats.items()}
+
     def breaker_states(self) -> dict[str, str]:
         return self.ens.breaker_states()

@@ -75,7 +75,7 @@ def load_judges(path: str | Path) -> EnsembleConfig:
     if not isinstance(raw, dict):
         raise JudgesConfigError(f"{path}: the top level must be a mapping with a `judges:` list")
     try:
-        return EnsembleConfig.model_validate(raw)
+        return _resolved(EnsembleConfig.model_validate(raw))
     except ValidationError as err:
         msgs = []
         for e in err.errors():
@@ -88,6 +88,18 @@ def load_judges(path: str | Path) -> EnsembleConfig:
                 msg = "required key is missing" if e["type"] == "missing" else e["msg"].removeprefix("Value error, ")
             msgs.append(f"{path}{f':{line}' if line else ''}: {key}: {msg}")
         raise JudgesConfigError("invalid judges config\n  " + "\n  ".join(msgs)) from None
+
+
+def _resolved(cfg: EnsembleConfig) -> EnsembleConfig:
+    """Served judges' paths made absolute (relative to where threefold runs, like the run config's),
+    so the server actor finds them whatever its working directory."""
+    judges = []
+    for j in cfg.judges:
+        if j.serve is not None:
+            fix = {k: getattr(j.serve, k).resolve() for k in ("model_dir", "chat_template") if getattr(j.serve, k)}
+            j = j.model_copy(update={"serve": j.serve.model_copy(update=fix)})
+        judges.append(j)
+    return cfg.model_copy(update={"judges": judges})
 
 
 def parse_row(line: str, where: str) -> tuple[object, tuple[str, str, str] | None, str | None]:

@@ -35,7 +35,8 @@ class JudgePool:
     def __init__(self, config: EnsembleConfig, size: int | None = None):
         self.config = config
         self.actors: list = []
-        self._retired: dict[str, JudgeStats] = {}
+        self._pending: dict[str, JudgeStats] = {}  # counts of actors removed since the last step_stats
+        self._taken: dict[str, JudgeStats] = {}  # counts already handed out by step_stats
         self.resize(size or config.pool.size)
 
     @property
@@ -57,7 +58,7 @@ class JudgePool:
 
     def _retire(self, actor) -> None:
         try:
-            self._retired = _merge(self._retired, ray.get(actor.stats.remote()))
+            self._pending = _merge(self._pending, ray.get(actor.stats.remote()))
         except RayActorError:
             pass  # its counts died with it
         ray.kill(actor)
@@ -115,11 +116,19 @@ class JudgePool:
         return [r if r is not None else lost for r in got]
 
     def stats(self) -> dict[str, JudgeStats]:
-        """Raw per-judge counts summed over the live actors and the ones removed by resize."""
-        merged = self._retired
+        """Raw per-judge counts since the pool started, over the live actors and the ones removed by resize."""
+        merged = _merge(self._taken, self._pending)
         for s in ray.get([a.stats.remote() for a in self.actors]):
             merged = _merge(merged, s)
         return merged
+
+    def step_stats(self) -> dict[str, JudgeStats]:
+        """Raw per-judge counts since the previous call (one training step's worth)."""
+        got, self._pending = self._pending, {}
+        for s in ray.get([a.take_stats.remote() for a in self.actors]):
+            got = _merge(got, s)
+        self._taken = _merge(self._taken, got)
+        return got
 
     def metrics(self) -> dict[str, dict]:
         return summarise(self.config, self.stats())

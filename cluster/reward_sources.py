@@ -130,7 +130,22 @@ class JudgeSource(Source):
         return self.pool.rewards(self.cfg.judge_mode, [s.prompt for s in samples], [s.response for s in samples], third)
 
     def extra_metrics(self) -> dict:
-        return {"neutralised": self.neutralised}
+        """This step's judging: latency, abstentions, position bias, agreement, tokens; overall
+        (flat keys, on the dashboard) and per judge (`judges`)."""
+        from rewards.judge.ensemble import summarise
+        from rewards.judge.metrics import JudgeStats
+
+        step = self.pool.step_stats()
+        every = JudgeStats()
+        for st in step.values():
+            every = every.merge(st)
+        per_judge = summarise(self.pool.config, step)
+        keep = ("calls", "latency_p50_s", "latency_p95_s", "error_rate", "abstain_rate", "first_position_rate",
+                "agreement", "prompt_tokens", "completion_tokens", "cost")
+        overall = every.summary(lambda p, c: sum(m["cost"] for m in per_judge.values()))
+        return {"neutralised": self.neutralised, "tokens": every.prompt_tokens + every.completion_tokens,
+                **{k: overall[k] for k in keep if k not in ("prompt_tokens", "completion_tokens")},
+                "judges": {name: {k: m[k] for k in keep} for name, m in per_judge.items()}}
 
     def close(self) -> None:
         from cluster.judge_servers import stop_served

@@ -44,6 +44,15 @@ class JudgeStats:
         out.latencies.extend(other.latencies)
         return out
 
+    def take(self) -> JudgeStats:
+        """A copy of the counts so far, leaving this one at zero (per-step metrics)."""
+        out = self.merge(JudgeStats())
+        for name in self.__dataclass_fields__:
+            if name != "latencies":
+                setattr(self, name, 0)
+        self.latencies.clear()
+        return out
+
     def summary(self, cost_fn) -> dict:
         """Readable metrics; `cost_fn(prompt_tokens, completion_tokens)` prices the tokens."""
         lat = sorted(self.latencies)

@@ -137,3 +137,40 @@ def test_a_failing_judge_abstains_and_the_failure_policy_applies(srv, tmp_path, 
             assert got.keep == [False] * 3 and m["dropped"] == 3 and got.statuses == ["dropped"] * 3
     finally:
         src.pool.shutdown()
+
+
+def test_judge_source_reports_each_steps_judging(srv, tmp_path):
+    """Per-step judge metrics (what metrics.jsonl and the dashboard show): counts are of that step
+    only; latency, first-position rate, abstentions and tokens follow the judge's behaviour."""
+    from cluster.reward_router import RewardRouter
+    from rewards.judge.config import DEFAULT_PAIRWISE_TEMPLATE
+    from rewards.judge.parse import pairwise_messages
+
+    mode = {"now": "first"}
+    SCRIPTS["router-steps"] = lambda seen: {
+        "first": Reply(GOOD.format("A"), delay_s=0.05),  # always picks what it is shown first
+        "garbage": Reply("I cannot decide."),
+    }.get(mode["now"]) or prefers("right")(seen)
+    src = judge_source(srv, tmp_path, "router-steps", judge_mode="group")
+    texts, groups = ["right 0", "wrong 0", "right 1", "wrong 1"], [0, 0, 1, 1]
+    rows = [{"prompt": "q0"}] * 2 + [{"prompt": "q1"}] * 2
+    router = RewardRouter([src])
+    try:
+        first = router.score([r["prompt"] for r in rows], texts, rows, groups).metrics["judge"]
+        shown = [pairwise_messages(DEFAULT_PAIRWISE_TEMPLATE, None, q, a, b)[0]["content"]
+                 for q, x, y in (("q0", "right 0", "wrong 0"), ("q1", "right 1", "wrong 1")) for a, b in ((x, y), (y, x))]
+        assert first["calls"] == 4 and first["judges"]["router-steps"]["calls"] == 4  # 2 pairs, both orders
+        assert first["first_position_rate"] == 1.0 and first["abstain_rate"] == 0.0
+        assert first["agreement"] == 1.0  # a lone judge is the ensemble
+        assert 0.05 <= first["latency_p50_s"] <= first["latency_p95_s"] < 2.0
+        assert first["tokens"] == sum(map(len, shown)) + 4 * len(GOOD.format("A"))
+        mode["now"] = "right"
+        second = router.score([r["prompt"] for r in rows], texts, rows, groups).metrics["judge"]
+        assert second["calls"] == 4 and second["first_position_rate"] == 0.5  # this step's calls only
+        mode["now"] = "garbage"
+        third = router.score([r["prompt"] for r in rows], texts, rows, groups).metrics["judge"]
+        assert third["abstain_rate"] == 1.0 and third["statuses"] == {"abstain": 4}
+        assert third["first_position_rate"] is None and third["agreement"] is None
+        assert src.pool.metrics()["router-steps"]["calls"] == 12  # the run's totals are kept
+    finally:
+        src.pool.shutdown()
