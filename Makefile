@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both set up .venv first (idempotent).
-# `make rlhf` and `make hybrid` run the RLHF and hybrid demos (see the README).
-.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid
+# `make rlhf`, `make hybrid` and `make code` run the RLHF, hybrid and code demos (see the README).
+.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid code-assets code
 
 setup:
 	@bash scripts/setup.sh
@@ -25,3 +25,9 @@ rlhf: rlhf-rm
 
 hybrid: rlhf-rm
 	@.venv/bin/threefold train configs/hybrid-arith.yaml
+
+code-assets: setup
+	@.venv/bin/threefold demo-assets --code
+
+code: code-assets
+	@.venv/bin/threefold train configs/rlvr-code.yaml

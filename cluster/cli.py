@@ -12,7 +12,8 @@ HELP = """threefold: RL post-training with human, AI and verifiable feedback on 
 
 commands:
   train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
-  demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated pairs
+  demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated
+                        pairs, --code the code demo's policy and tasks
   rm train CONFIG       train a Bradley–Terry reward model on preference pairs (JSONL or Parquet)
   rm score IN.jsonl     score {prompt, response} rows with a reward model, JSONL in and out
   sample IN.jsonl       sample a model's responses offline (--pairs: judge input for RLAIF → RM)
@@ -63,6 +64,10 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
         from cluster.rlhf_demo import build_preferences
 
         build_preferences(out, force=args.force)
+    if args.code:
+        from cluster.code_demo import build as build_code
+
+        build_code(Path(out) / "code", force=args.force)
     return 0
 
 
@@ -94,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="rebuild even if the recipe is unchanged")
     d.add_argument("--rlhf", action="store_true",
                    help="also build the RLHF demo's annotated preference pairs and the hybrid demo's data")
+    d.add_argument("--code", action="store_true",
+                   help="also build the code demo's warm-started policy and one-line-function tasks (<out>/code)")
     d.set_defaults(fn=cmd_demo_assets)
     from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, verify_cmd
 
