@@ -2,6 +2,8 @@
 training starts; the judges then reach them by URL through the OpenAI client like any endpoint."""
 from __future__ import annotations
 
+import time
+
 import ray
 
 from actors.judge_server import JudgeServer
@@ -21,10 +23,20 @@ def start_served(config: EnsembleConfig) -> tuple[EnsembleConfig, dict]:
     return config.model_copy(update={"judges": judges}), actors
 
 
-def stop_served(actors: dict) -> None:
+def stop_served(actors: dict, wait_s: float = 30.0) -> None:
+    """Stops each server, kills its actor and waits until the actor is gone: ray.kill only asks, and a
+    call made right after it may still reach the old actor."""
     for actor in actors.values():
         try:
             ray.get(actor.stop.remote(), timeout=60)
         except Exception:  # already gone: its server died with it
             pass
         ray.kill(actor)
+    deadline = time.monotonic() + wait_s
+    for actor in actors.values():
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:  # RayActorError: dead, as wanted (or unreachable until the deadline)
+                break
+            time.sleep(0.2)
