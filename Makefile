@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both set up .venv first (idempotent).
-# `make rlhf`, `make hybrid` and `make code` run the RLHF, hybrid and code demos (see the README).
-.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid code-assets code
+# `make rlhf`, `make hybrid`, `make code` and `make facts` run the RLHF, hybrid, code and facts demos (see the README).
+.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid code-assets code facts-assets facts
 
 setup:
 	@bash scripts/setup.sh
@@ -31,3 +31,9 @@ code-assets: setup
 
 code: code-assets
 	@.venv/bin/threefold train configs/rlvr-code.yaml
+
+facts-assets: setup
+	@.venv/bin/threefold demo-assets --facts
+
+facts: facts-assets
+	@.venv/bin/threefold train configs/rlvr-facts.yaml

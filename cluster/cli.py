@@ -13,11 +13,11 @@ HELP = """threefold: RL post-training with human, AI and verifiable feedback on 
 commands:
   train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
   demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated
-                        pairs, --code the code demo's policy and tasks
+                        pairs, --code the code demo's policy and tasks, --facts the facts demo's
   rm train CONFIG       train a Bradley–Terry reward model on preference pairs (JSONL or Parquet)
   rm score IN.jsonl     score {prompt, response} rows with a reward model, JSONL in and out
   sample IN.jsonl       sample a model's responses offline (--pairs: judge input for RLAIF → RM)
-  verify IN.jsonl       run code tests in a sandbox / check math answers, JSONL in and out
+  verify IN.jsonl       run code tests in a sandbox / check math and exact answers, JSONL in and out
   judge IN.jsonl        label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)
   scale RUN_DIR         resize a running job's reward pools (verifiers, rm, judges) before its next step
   config-reference      print the config reference (Markdown), as in the README
@@ -68,6 +68,10 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
         from cluster.code_demo import build as build_code
 
         build_code(Path(out) / "code", force=args.force)
+    if args.facts:
+        from cluster.facts_demo import build as build_facts
+
+        build_facts(Path(out) / "facts", force=args.force)
     return 0
 
 
@@ -101,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also build the RLHF demo's annotated preference pairs and the hybrid demo's data")
     d.add_argument("--code", action="store_true",
                    help="also build the code demo's warm-started policy and one-line-function tasks (<out>/code)")
+    d.add_argument("--facts", action="store_true",
+                   help="also build the factual-answer demo's warm-started policy and unit-conversion questions (<out>/facts)")
     d.set_defaults(fn=cmd_demo_assets)
     from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, verify_cmd
 

@@ -10,20 +10,17 @@ the examples, so that RL has room to improve.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.arith import write_jsonl
+from cluster.demo_build import recipe_digest, up_to_date, warm_start_and_save
 
 PREFIX = "def f(x):\n    return "
 SHOWN = (0, 1, 2)
 TESTED = (1, 2, 5, 8, 11)  # two shown inputs and three hidden ones (odd and even, so x%2 and x//2 show)
-CODE = ("learners/char_tokenizer.py", "learners/warm_start.py", "cluster/arith.py", "cluster/code_demo.py")
+CODE = ("learners/char_tokenizer.py", "learners/warm_start.py", "cluster/arith.py", "cluster/demo_build.py",
+        "cluster/code_demo.py")
 
 
 def _term(coef: int, var: str) -> str:
@@ -78,48 +75,15 @@ class Recipe:
                                                  "intermediate_size": 512, "max_positions": 64})
 
     def digest(self) -> str:
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        root = Path(__file__).resolve().parent.parent
-        for name in CODE:
-            h.update((root / name).read_bytes())
-        return h.hexdigest()[:16]
+        return recipe_digest(self, CODE)
 
 
 def build(out_dir: str | Path = ".cache/demo/code", recipe: Recipe = Recipe(), force: bool = False) -> Path:
     """Writes <out>/model (HF format), <out>/data/{train,eval}.jsonl; returns <out>."""
     out = Path(out_dir)
-    stamp = out / "recipe.json"
     digest = recipe.digest()
-    if not force and stamp.is_file() and json.loads(stamp.read_text()).get("digest") == digest:
-        print(f"[code-demo] up to date: {out} (recipe {digest})")
+    if not force and up_to_date(out, digest, "code-demo"):
         return out
-    import torch
-    from tqdm import tqdm
-
-    from learners.char_tokenizer import build_char_tokenizer
-    from learners.warm_start import TinyLlamaSpec, build_tiny_llama, save_hf, supervised_warm_start
-
-    torch.set_num_threads(1)  # the model is tiny; a second thread slows it ~10x when another job holds a core
-    start = time.time()
     train, held_out = code_rows(recipe.max_offset, recipe.held_out, recipe.seed)
-    tok = build_char_tokenizer()
-    model = build_tiny_llama(TinyLlamaSpec(**recipe.model), tok, recipe.seed)
-    bar = tqdm(total=recipe.sft_steps, desc="code demo warm start", dynamic_ncols=True, mininterval=1.0)
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-
     pairs = [(r["prompt"], r["solution"]) for r in train]
-    supervised_warm_start(model, tok, pairs, recipe.sft_steps, recipe.sft_batch, recipe.sft_lr, recipe.seed, on_step)
-    bar.close()
-    shutil.rmtree(out, ignore_errors=True)
-    save_hf(model, tok, out / "model")
-    write_jsonl(train, out / "data" / "train.jsonl")
-    write_jsonl(held_out, out / "data" / "eval.jsonl")
-    params = sum(p.numel() for p in model.parameters())
-    stamp.write_text(json.dumps({"digest": digest, "recipe": asdict(recipe), "parameters": params,
-                                 "train_tasks": len(train), "held_out_tasks": len(held_out)}, indent=2))
-    print(f"[code-demo] built {out} in {time.time() - start:.0f}s ({params / 1e6:.2f}M parameters, "
-          f"{len(train)} train / {len(held_out)} held-out tasks)")
-    return out
+    return warm_start_and_save(out, recipe, digest, "code-demo", pairs, train, held_out, "tasks")

@@ -28,7 +28,7 @@ class PolicyConfig(Section):
 
 class DataConfig(Section):
     train_path: Path
-    """JSONL of prompt rows: {"prompt": ..., "kind": ..., plus what the sources serving that kind read (answer, tests, reference)}."""
+    """JSONL of prompt rows: {"prompt": ..., "kind": ..., plus what the sources serving that kind read (answer, tests, answers or key, reference)}."""
     eval_path: Path
     """JSONL of held-out rows, scored greedy by the eval sources; never trained on."""
     shuffle_seed: int = 0
@@ -59,14 +59,14 @@ class RolloutConfig(Section):
 
 # Fields that only one source type reads: setting one on another type is a mistake worth naming.
 TYPE_FIELDS = {"model_dir": "rm", "scorers": "rm", "batch_size": "rm", "normalize": "rm", "cpus": "rm", "gpus": "rm",
-               "judges": "judge", "judge_mode": "judge", "function": "rule"}
+               "judges": "judge", "judge_mode": "judge", "function": "rule", "knowledge": "exact"}
 
 
 class SourceConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Names the source in metrics (`sources.<name>.*`) and in each sample's record."""
-    type: Literal["math", "code", "judge", "rm", "rule"]
-    """math: math-verify against the row's `answer`; code: the response is a program run against the row's `tests` in the sandbox; judge: the LLM-judge ensemble of `judges`; rm: a reward model (`model_dir`); rule: a Python function (`function`)."""
+    type: Literal["math", "code", "exact", "judge", "rm", "rule"]
+    """math: math-verify against the row's `answer`; code: the response is a program run against the row's `tests` in the sandbox; exact: the response's final answer (its last `Answer:` line, else its last line), normalised, against the row's `answers` or, by the row's `key`, the `knowledge` file; judge: the LLM-judge ensemble of `judges`; rm: a reward model (`model_dir`); rule: a Python function (`function`)."""
     kinds: list[str] = ["*"]
     """Row `kind` values this source scores; `*` = every row. A row served by several sources gets the weighted sum."""
     weight: float = 1.0
@@ -93,6 +93,8 @@ class SourceConfig(Section):
     """judge: group = win rate against the other samples of the prompt; reference = P(sample beats the row's `reference`); pointwise = normalised 1..10 score."""
     function: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """rule: `package.module:function`, called as function(prompt, response, row) → float on the driver."""
+    knowledge: Path | None = None
+    """exact: JSONL or Parquet file of {"key", "answers"} records, for rows that give a `key` instead of `answers` (a row's own `knowledge` path wins)."""
 
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> "SourceConfig":
@@ -102,7 +104,7 @@ class SourceConfig(Section):
         need = {"rm": "model_dir", "judge": "judges", "rule": "function"}.get(self.type)
         if need and getattr(self, need) is None:
             raise ValueError(f"a source of type {self.type} needs `{need}`")
-        for key in ("model_dir", "judges"):
+        for key in ("model_dir", "judges", "knowledge"):
             path = getattr(self, key)
             if path is not None and not path.exists():
                 raise ValueError(f"{key} {str(path)!r} does not exist"
@@ -122,7 +124,7 @@ class RewardConfig(Section):
     timeout_s: float = Field(5.0, gt=0.0, le=600.0)
     """Per-sample limit on the math check; a sample past it scores 0 with status `timeout`."""
     verifiers: int = Field(1, ge=1, le=1024)
-    """Verifier actors in the pool that math and code sources share (each runs `sandbox_slots` sandboxes at once)."""
+    """Verifier actors in the pool that math, code and exact sources share (each runs `sandbox_slots` sandboxes at once)."""
     sandbox_slots: int = Field(2, ge=1, le=64)
     """Concurrent sandboxed programs per verifier actor."""
     isolation: Literal["auto", "bwrap", "rlimits", "none"] = "auto"

@@ -64,7 +64,7 @@ class Controller:
         self.router = RewardRouter(build_sources(rw, rw.training_sources(), res.verifier_cpus, shared))
         self.eval_router = (self.router if rw.eval is None else
                             RewardRouter(build_sources(rw, rw.eval_sources(), res.verifier_cpus, shared)))
-        self.verified = any(s.type in ("math", "code") for s in rw.training_sources())  # `accuracy` = share passed
+        self.verified = any(s.type in ("math", "code", "exact") for s in rw.training_sources())  # `accuracy` = share passed
         self.train_rows = read_rows(cfg.data.train_path, check=self.router.row_problem)
         self.eval_rows = read_rows(cfg.data.eval_path, check=self.eval_router.row_problem)[: cfg.logging.eval_size]
         self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)

@@ -75,7 +75,8 @@ def load_judges(path: str | Path) -> EnsembleConfig:
     if not isinstance(raw, dict):
         raise JudgesConfigError(f"{path}: the top level must be a mapping with a `judges:` list")
     try:
-        return _resolved(EnsembleConfig.model_validate(raw))
+        # a constitution file named by `principles:` is relative to this YAML
+        return _resolved(EnsembleConfig.model_validate(raw, context={"base_dir": path.parent}))
     except ValidationError as err:
         msgs = []
         for e in err.errors():
@@ -201,7 +202,7 @@ def serve_locally(cfg: EnsembleConfig, log_dir: Path) -> tuple[EnsembleConfig, l
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from rewards.judge.ensemble import JudgeEnsemble
-    from rewards.judge.metrics import format_table
+    from rewards.judge.metrics import format_principles, format_table, principle_summary
 
     try:
         cfg = load_judges(args.judges)
@@ -233,7 +234,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     metrics = ens.metrics()
     if args.metrics:
         Path(args.metrics).write_text(json.dumps(metrics, indent=2))
-    _report(records, pairs, format_table(metrics), args)
+    by_principle = format_principles(principle_summary(ens.stats))  # empty without per_principle judges
+    _report(records, pairs, format_table(metrics) + (f"\n\n{by_principle}" if by_principle else ""), args)
     return 0
 
 

@@ -84,7 +84,8 @@ class RewardRouter:
         """Resizable pools by the name `threefold scale` uses: verifiers, rm, judges."""
         out: dict[str, list] = {"verifiers": [], "rm": [], "judges": []}
         for src in self.sources:
-            key = {"math": "verifiers", "code": "verifiers", "rm": "rm", "judge": "judges"}.get(src.cfg.type)
+            key = {"math": "verifiers", "code": "verifiers", "exact": "verifiers", "rm": "rm",
+                   "judge": "judges"}.get(src.cfg.type)
             if key and src.pool not in out[key]:
                 out[key].append(src.pool)
         return out

@@ -3,6 +3,7 @@ sample, never raising for one bad sample. Pools are shared between sources of on
 from __future__ import annotations
 
 import importlib
+import os
 
 import ray
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from rewards.verify import extract_program
 
 # A source "failed" on a sample when it could not judge it (not when the sample was wrong).
 FAILED = frozenset({"error", "sandbox_error", "invalid_input", "abstain"})
+VERIFIED = ("math", "code", "exact")  # source types the verifier pool scores
 
 
 class Sample:
@@ -89,6 +91,54 @@ class CodeSource(Source):
         return {"pass_rate": self.passed / max(self.programs, 1), "sandbox_mode": ",".join(modes)}
 
 
+class ExactSource(Source):
+    """The response's final answer (its last `Answer:` line, else its last line) against the row's
+    `answers`, or the answers of its `key` in the knowledge file (the row's `knowledge`, else the
+    source's), after normalisation (rewards/exact); scored in the verifier pool like math."""
+
+    def __init__(self, cfg: SourceConfig, verifiers):
+        super().__init__(cfg)
+        self.pool = verifiers
+        self.knowledge = str(cfg.knowledge.resolve()) if cfg.knowledge else None
+        self.passed = self.answers = 0
+        if self.knowledge:
+            from rewards.exact import load_knowledge
+
+            load_knowledge(self.knowledge)  # a broken file stops the run here (KnowledgeError is a ValueError)
+
+    def _fields(self, row: dict) -> dict:
+        out = {k: row[k] for k in ("answers", "key") if k in row}
+        if "key" in row:
+            path = row.get("knowledge", self.knowledge)
+            if isinstance(path, str) and path:
+                out["knowledge"] = os.path.abspath(path)  # actors may run in another directory
+        return out
+
+    def row_problem(self, row: dict) -> str | None:
+        """Checked at data load: the accepted answers are usable and every key is in its file."""
+        from rewards.exact import KnowledgeError, answers_problem, lookup
+
+        fields = self._fields(row)
+        problem = answers_problem(fields)
+        if problem is None and "key" in fields:
+            try:
+                lookup(fields["key"], fields["knowledge"])
+            except KnowledgeError as e:
+                problem = str(e)
+        return f"source {self.name!r} (exact): {problem}" if problem else None
+
+    def score(self, samples):
+        rows = [{"id": i, "kind": "exact", "response": s.response, **self._fields(s.row)} for i, s in enumerate(samples)]
+        verdicts = self.pool.verify(rows, chunk=max(4, -(-len(rows) // max(1, 2 * len(self.pool.actors)))))
+        self.answers, self.passed = len(verdicts), sum(v["status"] == "passed" for v in verdicts)
+        return [RewardResult(float(v["reward"]), v["status"], {"error": v["error"]} if v.get("error") else
+                             {k: x for k, x in (v["cases"] or [{}])[0].items() if k != "status"})
+                for v in verdicts]
+
+    def extra_metrics(self) -> dict:
+        return {"pass_rate": self.passed / max(self.answers, 1)}  # as code sources: share of samples passed
+
+
 class RMSource(Source):
     def __init__(self, cfg: SourceConfig):
         super().__init__(cfg)
@@ -133,7 +183,7 @@ class JudgeSource(Source):
         """This step's judging: latency, abstentions, position bias, agreement, tokens; overall
         (flat keys, on the dashboard) and per judge (`judges`)."""
         from rewards.judge.ensemble import summarise
-        from rewards.judge.metrics import JudgeStats
+        from rewards.judge.metrics import JudgeStats, principle_summary
 
         step = self.pool.step_stats()
         every = JudgeStats()
@@ -143,9 +193,11 @@ class JudgeSource(Source):
         keep = ("calls", "latency_p50_s", "latency_p95_s", "error_rate", "abstain_rate", "first_position_rate",
                 "agreement", "prompt_tokens", "completion_tokens", "cost")
         overall = every.summary(lambda p, c: sum(m["cost"] for m in per_judge.values()))
+        by_principle = principle_summary(step)  # per_principle judges: shares, abstain rate, mean score
         return {"neutralised": self.neutralised, "tokens": every.prompt_tokens + every.completion_tokens,
                 **{k: overall[k] for k in keep if k not in ("prompt_tokens", "completion_tokens")},
-                "judges": {name: {k: m[k] for k in keep} for name, m in per_judge.items()}}
+                "judges": {name: {k: m[k] for k in keep} for name, m in per_judge.items()},
+                **({"principles": by_principle} if by_principle else {})}
 
     def close(self) -> None:
         from cluster.judge_servers import stop_served
@@ -184,11 +236,11 @@ def load_function(spec: str) -> Callable:
 
 def build_sources(reward: RewardConfig, sources: list[SourceConfig], verifiers_cpus: float,
                   shared: dict | None = None) -> list[Source]:
-    """Sources for `sources`; the verifier pool (math and code) is made once and kept in `shared`."""
+    """Sources for `sources`; the verifier pool (math, code and exact) is made once and kept in `shared`."""
     shared = {} if shared is None else shared
     out: list[Source] = []
     for cfg in sources:
-        if cfg.type in ("math", "code"):
+        if cfg.type in VERIFIED:
             if "verifiers" not in shared:
                 from cluster.verifier_pool import VerifierPool
                 from rewards.verify import VerifySettings
@@ -197,7 +249,7 @@ def build_sources(reward: RewardConfig, sources: list[SourceConfig], verifiers_c
                                                    VerifySettings(math_timeout_s=reward.timeout_s,
                                                                   all_or_nothing=reward.all_or_nothing), reward.isolation,
                                                    num_cpus=verifiers_cpus, pids_cgroup=reward.pids_cgroup)
-            out.append((MathSource if cfg.type == "math" else CodeSource)(cfg, shared["verifiers"]))
+            out.append({"math": MathSource, "code": CodeSource, "exact": ExactSource}[cfg.type](cfg, shared["verifiers"]))
         else:
             out.append({"rm": RMSource, "judge": JudgeSource, "rule": RuleSource}[cfg.type](cfg))
     return out

@@ -47,7 +47,7 @@ def check_capacity(cfg: RunConfig) -> None:
     have = ray.cluster_resources().get("CPU", 0.0)
     rw = cfg.reward
     sources = rw.training_sources() + (rw.eval or [])
-    verifiers = rw.verifiers if any(s.type in ("math", "code") for s in sources) else 0
+    verifiers = rw.verifiers if any(s.type in ("math", "code", "exact") for s in sources) else 0
     reward_cpus = sum(s.cpus * s.scorers for s in sources if s.type == "rm") + judge_cpus(sources)
     need = cfg.resources.cpus_needed(cfg.rollout.num_generators, verifiers, reward_cpus)
     if need > have:

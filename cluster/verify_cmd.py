@@ -1,4 +1,5 @@
-"""`threefold verify IN.jsonl [-o OUT.jsonl] [--workers N]`: sandboxed code tests and math checks, offline."""
+"""`threefold verify IN.jsonl [-o OUT.jsonl] [--workers N] [--knowledge FILE]`: sandboxed code tests, math
+checks and exact-answer checks, offline."""
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,20 @@ def read_jsonl(path: str) -> list:
     return rows
 
 
+def with_knowledge(row, default: str | None):
+    """An exact row with a `key` gets the default knowledge file when it names none; paths become
+    absolute here, since verifier actors may run in another directory."""
+    if not (isinstance(row, dict) and row.get("kind") == "exact" and "key" in row):
+        return row
+    path = row.get("knowledge", default)
+    return {**row, "knowledge": os.path.abspath(path)} if isinstance(path, str) and path else row
+
+
 def register(sub) -> None:
     p = sub.add_parser("verify", help="run code tests in a sandbox and check math answers (JSONL in, JSONL out)",
                        description="Verify rows of IN.jsonl; one verdict per input row, in input order.")
-    p.add_argument("input", help="JSONL rows: {id, kind: code, program, tests, limits?} or {id, kind: math, response, answer}")
+    p.add_argument("input", help="JSONL rows: {id, kind: code, program, tests, limits?}, {id, kind: math, response, answer} "
+                                 "or {id, kind: exact, response, answers | key, knowledge?}")
     p.add_argument("-o", "--output", default="-", help="output JSONL (default: stdout)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="sandboxes running at once (default: CPU count)")
     p.add_argument("--actors", type=int, default=1, help="verifier actors the workers are spread over (default 1)")
@@ -36,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--pids-cgroup", action="store_true",
                    help="also cap processes with a cgroup pids.max (root; costs ~10 ms per program on cgroup v1)")
     p.add_argument("--all-or-nothing", action="store_true", help="reward 1 only when every case passes (default: fraction)")
+    p.add_argument("--knowledge", metavar="FILE",
+                   help="knowledge file (JSONL or Parquet of {key, answers}) for exact rows that give a key and no 'knowledge'")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (default: local)")
     p.set_defaults(fn=cmd_verify)
 
@@ -46,6 +59,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: cannot read {args.input}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.knowledge:
+        from rewards.exact import KnowledgeError, load_knowledge
+
+        try:
+            load_knowledge(args.knowledge)  # a broken file is one error here, not one per row
+        except KnowledgeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    rows = [with_knowledge(r, args.knowledge) for r in rows]
     import ray
     from tqdm import tqdm
 

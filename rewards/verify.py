@@ -1,8 +1,10 @@
-"""One verification row in, one verdict record out: code (sandboxed tests) or math (math-verify).
+"""One verification row in, one verdict record out: code (sandboxed tests), math (math-verify) or
+exact (normalised answer against accepted aliases, rewards/exact).
 
-Input rows: {"id", "kind": "code", "program", "tests", "limits"?} or {"id", "kind": "math", "response",
-"answer"}. Output: {"id", "reward", "passed", "total", "status", "cases", "elapsed_s"}. A malformed
-row gives status `invalid_input` with a message; nothing here raises for one bad row.
+Input rows: {"id", "kind": "code", "program", "tests", "limits"?}, {"id", "kind": "math", "response",
+"answer"} or {"id", "kind": "exact", "response", "answers" | "key" + "knowledge"}. Output: {"id",
+"reward", "passed", "total", "status", "cases", "elapsed_s"}. A malformed row gives status
+`invalid_input` with a message; nothing here raises for one bad row.
 """
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import re
 import time
 from dataclasses import dataclass, replace
 
+from rewards.code.differential import differential_problem, run_differential_tests
 from rewards.code.run_tests import run_function_tests, run_script_test, run_stdio_tests
 from rewards.math.answer import MathChecker
 from rewards.code.sandbox import Limits, Sandbox
+from rewards import exact
 
 STATUSES = ("passed", "failed", "timeout", "memory_limit", "output_limit", "runtime_error", "syntax_error",
             "sandbox_error", "no_answer", "error", "invalid_input")  # the README's table lists each
-TEST_TYPES = ("function", "stdio", "script")
+TEST_TYPES = ("function", "stdio", "script", "differential")
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,10 @@ def row_problem(row) -> str | None:
     if kind == "math":
         missing = [k for k in ("response", "answer") if k not in row]
         return f"math row needs {', '.join(missing)}" if missing else None
+    if kind == "exact":
+        return exact.row_problem(row)
     if kind != "code":
-        return f"kind must be 'code' or 'math', got {kind!r}"
+        return f"kind must be 'code', 'math' or 'exact', got {kind!r}"
     if not isinstance(row.get("program"), str):
         return "code row needs 'program' as a string"
     tests = row.get("tests")
@@ -65,6 +71,10 @@ def row_problem(row) -> str | None:
                     "the test may call; the test sees nothing else of the program")
         if not isinstance(tests.get("prelude", ""), str):
             return "script 'prelude' (trusted code run before the test, e.g. helpers it calls) must be a string"
+    if tests["type"] == "differential":
+        problem = differential_problem(tests)
+        if problem:
+            return problem
     limits = row.get("limits", {})
     if not isinstance(limits, dict) or any(k not in ("timeout_s", "memory_mb") for k in limits):
         return "'limits' may only hold timeout_s and memory_mb"
@@ -96,16 +106,27 @@ def verify_row(row, sandbox: Sandbox, checker: MathChecker, settings: VerifySett
         ok = result.status == "passed"
         return {"id": row_id, "reward": result.score, "passed": int(ok), "total": 1, "status": result.status,
                 "cases": [{"status": result.status, **result.detail}], "elapsed_s": time.perf_counter() - start}
+    if row["kind"] == "exact":
+        result = exact.score_row(row)
+        if result.status == "invalid_input":  # a key not in the knowledge file, or a bad file
+            return invalid(row_id, result.detail["error"])
+        return {"id": row_id, "reward": result.score, "passed": int(result.status == "passed"), "total": 1,
+                "status": result.status, "cases": [{"status": result.status, **result.detail}],
+                "elapsed_s": time.perf_counter() - start}
     tests, limits = row["tests"], row_limits(row, settings)
     run = {"function": lambda: run_function_tests(sandbox, row["program"], tests, limits, settings.rel_tol),
            "stdio": lambda: run_stdio_tests(sandbox, row["program"], tests, limits),
-           "script": lambda: run_script_test(sandbox, row["program"], tests, limits)}[tests["type"]]
+           "script": lambda: run_script_test(sandbox, row["program"], tests, limits),
+           "differential": lambda: run_differential_tests(sandbox, row["program"], tests, limits, settings.rel_tol),
+           }[tests["type"]]
     try:
         verdict = run()
         if verdict.status == "sandbox_error":  # the sandbox broke (and was replaced), not the program
             verdict = run()
     except Exception as e:  # noqa: BLE001 - a broken sandbox run must not lose the row
         return {**invalid(row_id, f"sandbox failed: {type(e).__name__}: {e}"), "status": "sandbox_error"}
+    if verdict.status == "invalid_input":  # found only by running the row (a differential reference that fails)
+        return {**invalid(row_id, verdict.error), "elapsed_s": time.perf_counter() - start}
     return {"id": row_id, "reward": verdict.reward(settings.all_or_nothing), "passed": verdict.passed,
             "total": verdict.total, "status": verdict.status, "cases": verdict.cases,
             "elapsed_s": time.perf_counter() - start}

@@ -1,5 +1,6 @@
-"""Code tests against a Sandbox: `function`, `stdio` and `script`; verdicts are decided here,
-outside the candidate's reach (expected values never enter the sandbox)."""
+"""Code tests against a Sandbox: `function`, `stdio` and `script` (`differential` is in
+differential.py); verdicts are decided here, outside the candidate's reach (expected values
+never enter the sandbox)."""
 from __future__ import annotations
 
 import io
@@ -22,6 +23,7 @@ class CodeVerdict:
     total: int
     cases: list[dict] = field(default_factory=list)
     elapsed_s: float = 0.0
+    error: str = ""  # why, for a row-level status such as `invalid_input` (a broken differential reference)
 
     def reward(self, all_or_nothing: bool) -> float:
         if self.total == 0:

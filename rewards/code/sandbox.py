@@ -108,7 +108,7 @@ def _rlimits(limits: Limits) -> list[str]:
     prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
     mem = limits.memory_mb << 20
     return [prlimit, f"--as={mem}", f"--cpu={limits.cpu_s}", f"--fsize={limits.file_size_mb << 20}",
-            f"--nofile={limits.open_files}", f"--nproc={limits.processes}", f"--core=0", "--"]
+            f"--nofile={limits.open_files}", f"--nproc={limits.processes}", "--core=0", "--"]
 
 
 def _bwrap_fs(python: str, work: str, size: int | None = None) -> list[str]:

@@ -145,7 +145,14 @@ class Candidate:
         exc = getattr(builtins, str(reply[1]), None) if len(reply) == 3 else None
         if not (isinstance(exc, type) and issubclass(exc, Exception)):
             exc = RuntimeError
-        raise exc(f"{reply[1]}: {reply[2]}" if len(reply) == 3 else "malformed exception reply")
+        message = f"{reply[1]}: {reply[2]}" if len(reply) == 3 else "malformed exception reply"
+        try:
+            err = exc(message)
+        except Exception:  # noqa: BLE001 - a class whose constructor wants other arguments
+            err = RuntimeError(message)
+        # The candidate's own type name (differential tests compare it), whatever class was raised here.
+        err.candidate_exc = str(reply[1])[:200] if len(reply) == 3 else "RuntimeError"
+        raise err
 
     def stop(self) -> None:
         """Kill the candidate and everything it started, and reap what is ours to reap."""
@@ -195,7 +202,8 @@ def run_function(spec, chan, cand: Candidate) -> None:
             _write(chan, {"ok": False, "error": f"crashed: {e}"})
             return
         except Exception as e:  # noqa: BLE001 - the candidate's own exception, or a non-plain value
-            record = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+            record = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000],
+                      "exc": getattr(e, "candidate_exc", type(e).__name__)}
         _write(chan, record)
 
 

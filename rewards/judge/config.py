@@ -10,7 +10,9 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from rewards.judge.principles import Principle, as_items, check_distinct, load_constitution, uses_placeholder
 
 DEFAULT_PAIRWISE_TEMPLATE = """\
 You are an impartial judge. Compare two AI assistant responses to the user's prompt below.
@@ -116,6 +118,8 @@ class JudgeSpec(Section):
     """Alternatives per token returned with the log-probs (A and B must be among them to count)."""
     extra_body: dict[str, Any] = {}
     """Extra JSON fields sent with each request, e.g. vLLM's structured_outputs or chat_template_kwargs."""
+    per_principle: bool | None = None
+    """Override the ensemble's per_principle for this judge (None: the ensemble's setting)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -191,11 +195,15 @@ class EnsembleConfig(Section):
     tie_band: float = Field(0.0, ge=0.0, lt=0.5)
     """Under mean_prob, |P(A) - 0.5| <= tie_band is a tie."""
     pairwise_template: str = DEFAULT_PAIRWISE_TEMPLATE
-    """Pairwise prompt with {prompt}, {response_a}, {response_b}; asks for a last line "Verdict: [[A|B|tie]]"."""
+    """Pairwise prompt with {prompt}, {response_a}, {response_b} (optionally {principles}); asks for a last line "Verdict: [[A|B|tie]]"."""
     pointwise_template: str = DEFAULT_POINTWISE_TEMPLATE
-    """Pointwise prompt with {prompt}, {response}; must ask for a final "Score: [[N]]" line (N in 1..10)."""
+    """Pointwise prompt with {prompt}, {response} (optionally {principles}); must ask for a final "Score: [[N]]" line (N in 1..10)."""
     system_prompt: str | None = None
     """Optional system message sent before the template."""
+    principles: list[Principle] = []
+    """Constitution every judge prompt includes: a list (plain strings or {name, text, weight}) or the path of a constitution YAML (relative to the judges YAML)."""
+    per_principle: bool = False
+    """Each judge writes one "name: [[A|B|tie]]" (pointwise "name: [[N]]") line per principle before its final line; its vote is the weighted mean over principles."""
     retry: RetryConfig = RetryConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
     pool: PoolConfig = PoolConfig()
@@ -210,6 +218,34 @@ class EnsembleConfig(Section):
     def _pointwise(cls, v: str) -> str:
         return check_template(v, POINTWISE_FIELDS)
 
+    @field_validator("principles", mode="before")
+    @classmethod
+    def _principles(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, (str, Path)):  # a constitution file, relative to the judges YAML when known
+            path, base = Path(v), (info.context or {}).get("base_dir")
+            return load_constitution(path if path.is_absolute() or base is None else Path(base) / path)
+        return as_items(v)
+
+    @field_validator("principles")
+    @classmethod
+    def _distinct(cls, v: list[Principle]) -> list[Principle]:
+        return check_distinct(v)
+
+    @model_validator(mode="after")
+    def _principles_used(self) -> "EnsembleConfig":
+        if not self.principles:
+            which = [n for n, t in (("pairwise_template", self.pairwise_template),
+                                    ("pointwise_template", self.pointwise_template)) if uses_placeholder(t)]
+            if which:
+                raise ValueError(f"{' and '.join(which)} use(s) {{principles}} but no `principles` are declared")
+            if any(self.per_principle_for(j) for j in self.judges):
+                raise ValueError("per_principle needs `principles` (a list, or the path of a constitution YAML)")
+        return self
+
+    def per_principle_for(self, judge: JudgeSpec) -> bool:
+        """Whether `judge` answers per principle (its own per_principle, else the ensemble's)."""
+        return self.per_principle if judge.per_principle is None else judge.per_principle
+
     @field_validator("judges")
     @classmethod
     def _unique(cls, v: list[JudgeSpec]) -> list[JudgeSpec]:
@@ -221,16 +257,17 @@ class EnsembleConfig(Section):
         return v
 
 
-def check_template(template: str, fields: tuple[str, ...]) -> str:
-    """The template's {placeholders} must be exactly `fields`; literal braces are written {{ }}."""
+def check_template(template: str, fields: tuple[str, ...], optional: tuple[str, ...] = ("principles",)) -> str:
+    """The template's {placeholders} must be exactly `fields`, plus any of `optional`; literal braces are written {{ }}."""
     try:
         used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         raise ValueError(f"template is not a valid format string ({e}); write literal braces as {{{{ }}}}") from None
     want = ", ".join("{" + f + "}" for f in fields)
-    if used - set(fields):
-        bad = ", ".join("{" + f + "}" for f in sorted(used - set(fields)))
-        raise ValueError(f"template uses unknown placeholder(s) {bad}; allowed: {want} (literal braces: {{{{ }}}})")
+    if used - set(fields) - set(optional):
+        bad = ", ".join("{" + f + "}" for f in sorted(used - set(fields) - set(optional)))
+        raise ValueError(f"template uses unknown placeholder(s) {bad}; allowed: {want}"
+                         f"{''.join(', optionally {' + o + '}' for o in optional)} (literal braces: {{{{ }}}})")
     if set(fields) - used:
         miss = ", ".join("{" + f + "}" for f in fields if f not in used)
         raise ValueError(f"template must contain {want}; missing {miss}")

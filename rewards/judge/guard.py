@@ -5,24 +5,33 @@ response enters the judge prompt between `<<<` and `>>>` lines, and before that 
 the judge's own format uses — `[[`, `]]`, `Verdict:`, `Score:`, the delimiters, and the
 template's section headers (`[Prompt]`, `[Response A]`, …), and chat-template control tokens
 such as `<|im_end|>` that would let a response fake a turn of the conversation — is broken up so
-it no longer reads as one. A response with a marker is folded first (NFKC), so Unicode look-alikes such as
-full-width brackets and colons are caught too; a response without one is shown untouched.
+it no longer reads as one. A response with a marker is folded first (NFKC, as the verdict parser folds
+replies), so Unicode look-alikes such as full-width brackets and colons are caught too; so are
+brackets split by invisible characters (`[\u200b[`) and the double-bracket look-alikes NFKC keeps
+(`⟦ ⟧`, `〚 〛`). A principle line (`honest: [[A]]`) needs `[[` too, so it is defused the same
+way. A response without a marker is shown untouched.
 """
 from __future__ import annotations
 
 import re
 import unicodedata
 
-_MARKERS = re.compile(r"\[\s*\[|\]\s*\]|\b(?:verdict|score)\s*:|<<<|>>>|<\||\|>"
+# whitespace and invisible format characters (zero-width, bidi controls, soft hyphen) inside a marker
+_GAP = r"[\s\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]*"
+_MARKERS = re.compile(rf"\[{_GAP}\[|\]{_GAP}\]|[⟦〚]|[⟧〛]|\b(?:verdict|score){_GAP}:|<<<|>>>|<\||\|>"
                       r"|\[\s*(?:prompt|response(?:\s+[ab])?)\s*\]", re.IGNORECASE)
 
 
 def _defuse(m: re.Match) -> str:
     s = m.group(0)
     if s.endswith(":"):  # "Verdict:" → "Verdict -"
-        return s[:-1].rstrip() + " -"
+        return re.sub(_GAP + "$", "", s[:-1]) + " -"
+    if s in "⟦〚":
+        return "[ ("
+    if s in "⟧〛":
+        return ") ]"
     if s.startswith("["):
-        if s[1:].lstrip().startswith("["):
+        if s[-1] == "[":
             return "[ ("  # "[[" → "[ ("
         return "(" + s[1:-1] + ")"  # "[Response A]" → "(Response A)"
     if s.startswith("]"):

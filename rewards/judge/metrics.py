@@ -8,7 +8,11 @@ Rates and what they count:
   shown first (an unbiased judge is near 0.5; one that always picks the first is 1.0);
 - agreement: the judge's final vote equals the ensemble's result, over pairs where both voted;
 - latency: of calls that got a reply, from the moment a concurrency slot was free (queueing for a
-  slot excluded, retries and their backoff included).
+  slot excluded, retries and their backoff included);
+- principles (per_principle judges only), per principle, over the judge's votes on it (one per pair
+  after the swap rule, or per scored response): `votes`, `a_rate` / `b_rate` / `tie_rate` (shares of
+  the pairwise votes that were not abstentions), `abstain_rate` (abstentions / votes) and
+  `mean_score` (pointwise: mean normalised score). `principle_summary` merges them over judges.
 """
 from __future__ import annotations
 
@@ -33,25 +37,39 @@ class JudgeStats:
     agree: int = 0
     compared: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    # per principle: [A, B, tie, abstain, sum of normalised scores, scored]
+    principles: dict = field(default_factory=dict)
 
     def merge(self, other: JudgeStats) -> JudgeStats:
         """A new JudgeStats with both sets of counts (e.g. from several pool actors)."""
         out = JudgeStats()
         for name in self.__dataclass_fields__:
-            if name != "latencies":
+            if name not in ("latencies", "principles"):
                 setattr(out, name, getattr(self, name) + getattr(other, name))
         out.latencies.extend(self.latencies)
         out.latencies.extend(other.latencies)
+        out.principles = _merge_counts(self.principles, other.principles)
         return out
 
     def take(self) -> JudgeStats:
         """A copy of the counts so far, leaving this one at zero (per-step metrics)."""
         out = self.merge(JudgeStats())
         for name in self.__dataclass_fields__:
-            if name != "latencies":
+            if name not in ("latencies", "principles"):
                 setattr(self, name, 0)
         self.latencies.clear()
+        self.principles = {}
         return out
+
+    def count_principles(self, per: dict | None) -> None:
+        """Count one vote's per-principle results ({name: {winner, p_a}}; see rewards.judge.vote)."""
+        for name, v in (per or {}).items():
+            c = self.principles.setdefault(name, [0, 0, 0, 0, 0.0, 0])
+            if v["winner"] == "score":
+                c[4] += v["p_a"]
+                c[5] += 1
+            else:
+                c[_SLOT[v["winner"]]] += 1
 
     def summary(self, cost_fn) -> dict:
         """Readable metrics; `cost_fn(prompt_tokens, completion_tokens)` prices the tokens."""
@@ -70,7 +88,34 @@ class JudgeStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": cost_fn(self.prompt_tokens, self.completion_tokens),
+            **({"principles": principle_rates(self.principles)} if self.principles else {}),
         }
+
+
+_SLOT = {"A": 0, "B": 1, "tie": 2, "abstain": 3}
+
+
+def _merge_counts(a: dict, b: dict) -> dict:
+    return {k: [x + y for x, y in zip(a.get(k, [0] * 6), b.get(k, [0] * 6))] for k in {**a, **b}}
+
+
+def principle_rates(counts: dict) -> dict[str, dict]:
+    """Readable per-principle metrics from the raw counts (see the module doc)."""
+    out = {}
+    for name, (a, b, tie, abstain, score_sum, scored) in counts.items():
+        decided, votes = a + b + tie, a + b + tie + abstain + scored
+        out[name] = {"votes": votes, "a_rate": _rate(a, decided), "b_rate": _rate(b, decided),
+                     "tie_rate": _rate(tie, decided), "abstain_rate": _rate(abstain, votes),
+                     "mean_score": score_sum / scored if scored else None}
+    return out
+
+
+def principle_summary(stats: dict[str, JudgeStats]) -> dict[str, dict]:
+    """Per-principle metrics over all judges (their counts summed)."""
+    counts: dict = {}
+    for st in stats.values():
+        counts = _merge_counts(counts, st.principles)
+    return principle_rates(counts)
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -97,4 +142,20 @@ def format_table(metrics: dict[str, dict]) -> str:
         m = {**m, "judge": name}
         rows.append(["-" if m.get(c) is None else fmt.format(m[c]) for c, fmt in _COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+
+
+_PRINCIPLE_COLUMNS = [("principle", "{}"), ("votes", "{}"), ("a_rate", "{:.1%}"), ("b_rate", "{:.1%}"),
+                      ("tie_rate", "{:.1%}"), ("abstain_rate", "{:.1%}"), ("mean_score", "{:.3f}")]
+
+
+def format_principles(summary: dict[str, dict]) -> str:
+    """A plain-text table, one row per principle (None shows as '-'); empty without principles."""
+    if not summary:
+        return ""
+    rows = [[c for c, _ in _PRINCIPLE_COLUMNS]]
+    for name, m in summary.items():
+        m = {**m, "principle": name}
+        rows.append(["-" if m.get(c) is None else fmt.format(m[c]) for c, fmt in _PRINCIPLE_COLUMNS])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_PRINCIPLE_COLUMNS))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)

@@ -43,7 +43,8 @@ async def reference_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Se
         if bad:
             return bad
         v = await ens.judge_pair(p, r, ref)
-        detail = {"winner": v.winner, "p_a": v.p_a, "votes": [x.to_dict() for x in v.votes]}
+        detail = {"winner": v.winner, "p_a": v.p_a, "votes": [x.to_dict() for x in v.votes],
+                  **({"principles": v.principles} if v.principles else {})}
         if v.winner == ABSTAIN:
             return RewardResult(abstain_score, ABSTAIN, detail)
         return RewardResult(v.p_a, JUDGED, detail)
@@ -114,7 +115,7 @@ async def pointwise_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Se
         if bad:
             return bad
         s = await ens.score(p, r)
-        detail = {"votes": [x.to_dict() for x in s.votes]}
+        detail = {"votes": [x.to_dict() for x in s.votes], **({"principles": s.principles} if s.principles else {})}
         if s.score is None:
             return RewardResult(abstain_score, ABSTAIN, detail)
         return RewardResult(s.score, JUDGED, detail)

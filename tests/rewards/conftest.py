@@ -43,3 +43,25 @@ def problems() -> list[dict]:
         rows = [json.loads(line) for line in f]
     assert len(rows) == 164
     return rows
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tiny_model_dir, tmp_path_factory):
+    """One real vLLM OpenAI-compatible server on the tiny demo model (64 tokens of context, one per
+    character) for every judge test that needs one (tests/rewards/test_judge_vllm.py,
+    test_judge_constitution.py): started once per session, stopped at its end."""
+    from rewards.judge.config import ServeSpec
+    from rewards.judge.server import VLLMServer
+
+    tmp = tmp_path_factory.mktemp("vllm_judge")
+    template = tmp / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    spec = ServeSpec(model_dir=tiny_model_dir, max_model_len=64, dtype="float32", chat_template=template,
+                     startup_timeout_s=300)
+    server = VLLMServer(spec, "tiny", tmp / "server.log", host="127.0.0.1")
+    server.start()
+    try:
+        server.wait_ready()
+        yield f"http://127.0.0.1:{server.port}/v1"
+    finally:
+        server.stop()  # the API server and its engine-core child

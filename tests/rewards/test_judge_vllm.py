@@ -11,10 +11,9 @@ import math
 import pytest
 
 from rewards.judge.ensemble import JudgeEnsemble
-from rewards.judge.config import EnsembleConfig, ServeSpec
+from rewards.judge.config import EnsembleConfig
 from rewards.judge.guard import framed
 from rewards.judge.parse import parse_verdict, pairwise_messages
-from rewards.judge.server import VLLMServer
 from tests.doubles.judge_helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -25,20 +24,7 @@ ROWS = [("1+1", "2", "3"), ("2+2", "4", "5"), ("7+1", "8", "9")]
 TOO_LONG = ("x" * 60, "a", "b")
 
 
-@pytest.fixture(scope="module")
-def vllm_url(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("vllm_judge")
-    template = tmp / "chat.jinja"
-    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    spec = ServeSpec(model_dir=tiny_model_dir, max_model_len=64, dtype="float32", chat_template=template,
-                     startup_timeout_s=300)
-    server = VLLMServer(spec, "tiny", tmp / "server.log", host="127.0.0.1")
-    server.start()
-    try:
-        server.wait_ready()
-        yield f"http://127.0.0.1:{server.port}/v1"
-    finally:
-        server.stop()  # the API server and its engine-core child
+# `vllm_url`: the session's one vLLM server on the tiny model (tests/rewards/conftest.py).
 
 
 def make_ensemble(url: str) -> JudgeEnsemble:
