@@ -11,6 +11,8 @@ DASHBOARD_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "t
 SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds", "per_second", "neutralised", "pass_rate")
 JUDGE_KEYS = ("calls", "latency_p50_s", "latency_p95_s", "error_rate", "abstain_rate", "first_position_rate",
               "agreement", "tokens")
+# per principle of a constitution (judges with per_principle), tagged source=<name>, principle=<name>
+PRINCIPLE_KEYS = ("votes", "a_rate", "b_rate", "tie_rate", "abstain_rate", "mean_score")
 
 
 class MetricsLog:
@@ -20,7 +22,7 @@ class MetricsLog:
         # A new run in a reused run directory starts a new record (the report would mix runs).
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-        self.gauges, self.source_gauges, self.judge_gauges = {}, {}, {}
+        self.gauges, self.source_gauges, self.judge_gauges, self.principle_gauges = {}, {}, {}, {}
         try:  # dashboard metrics are a nicety; the JSONL file is the record
             from ray.util.metrics import Gauge
 
@@ -30,8 +32,10 @@ class MetricsLog:
                                              tag_keys=("run", "source")) for key in SOURCE_KEYS + JUDGE_KEYS}
             self.judge_gauges = {key: Gauge(f"threefold_judge_{key}", description=f"judge {key} in the last step",
                                             tag_keys=("run", "source", "judge")) for key in JUDGE_KEYS}
+            self.principle_gauges = {key: Gauge(f"threefold_principle_{key}", description=f"principle {key} in the last step",
+                                                tag_keys=("run", "source", "principle")) for key in PRINCIPLE_KEYS}
         except Exception:
-            self.gauges, self.source_gauges, self.judge_gauges = {}, {}, {}
+            self.gauges, self.source_gauges, self.judge_gauges, self.principle_gauges = {}, {}, {}, {}
 
     def write(self, record: dict) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
@@ -50,6 +54,10 @@ class MetricsLog:
                 for key, gauge in self.judge_gauges.items():
                     if isinstance(m.get(key), (int, float)):
                         gauge.set(float(m[key]), tags={"run": self.run_name, "source": source, "judge": judge})
+            for principle, m in (values.get("principles") or {}).items():
+                for key, gauge in self.principle_gauges.items():
+                    if isinstance(m.get(key), (int, float)):
+                        gauge.set(float(m[key]), tags={"run": self.run_name, "source": source, "principle": principle})
 
 
 def read_metrics(path: Path) -> list[dict]:
