@@ -101,15 +101,13 @@ def verify_row(row, sandbox: Sandbox, checker: MathChecker, settings: VerifySett
     if problem:
         return invalid(row_id, problem)
     start = time.perf_counter()
-    if row["kind"] == "math":
-        result = checker.score([row["response"]], [row["answer"]])[0]
-        ok = result.status == "passed"
-        return {"id": row_id, "reward": result.score, "passed": int(ok), "total": 1, "status": result.status,
-                "cases": [{"status": result.status, **result.detail}], "elapsed_s": time.perf_counter() - start}
-    if row["kind"] == "exact":
-        result = exact.score_row(row)
-        if result.status == "invalid_input":  # a key not in the knowledge file, or a bad file
-            return invalid(row_id, result.detail["error"])
+    if row["kind"] in ("math", "exact"):  # one answer, one case
+        if row["kind"] == "math":
+            result = checker.score([row["response"]], [row["answer"]])[0]
+        else:
+            result = exact.score_row(row)
+            if result.status == "invalid_input":  # a key not in the knowledge file, or a bad file
+                return invalid(row_id, result.detail["error"])
         return {"id": row_id, "reward": result.score, "passed": int(result.status == "passed"), "total": 1,
                 "status": result.status, "cases": [{"status": result.status, **result.detail}],
                 "elapsed_s": time.perf_counter() - start}

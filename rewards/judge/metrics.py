@@ -135,14 +135,20 @@ _COLUMNS = [("judge", "{}"), ("calls", "{}"), ("latency_p50_s", "{:.3f}"), ("lat
             ("agreement", "{:.1%}"), ("prompt_tokens", "{}"), ("completion_tokens", "{}"), ("cost", "{:.4f}")]
 
 
+def _table(columns: list[tuple[str, str]], rows_by_name: dict[str, dict]) -> str:
+    """Plain-text table, one row per name (the first column), right-aligned; None shows as '-'."""
+    first = columns[0][0]
+    rows = [[c for c, _ in columns]]
+    for name, m in rows_by_name.items():
+        m = {**m, first: name}
+        rows.append(["-" if m.get(c) is None else fmt.format(m[c]) for c, fmt in columns])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+
+
 def format_table(metrics: dict[str, dict]) -> str:
     """A plain-text table, one row per judge (None shows as '-')."""
-    rows = [[c for c, _ in _COLUMNS]]
-    for name, m in metrics.items():
-        m = {**m, "judge": name}
-        rows.append(["-" if m.get(c) is None else fmt.format(m[c]) for c, fmt in _COLUMNS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+    return _table(_COLUMNS, metrics)
 
 
 _PRINCIPLE_COLUMNS = [("principle", "{}"), ("votes", "{}"), ("a_rate", "{:.1%}"), ("b_rate", "{:.1%}"),
@@ -151,11 +157,4 @@ _PRINCIPLE_COLUMNS = [("principle", "{}"), ("votes", "{}"), ("a_rate", "{:.1%}")
 
 def format_principles(summary: dict[str, dict]) -> str:
     """A plain-text table, one row per principle (None shows as '-'); empty without principles."""
-    if not summary:
-        return ""
-    rows = [[c for c, _ in _PRINCIPLE_COLUMNS]]
-    for name, m in summary.items():
-        m = {**m, "principle": name}
-        rows.append(["-" if m.get(c) is None else fmt.format(m[c]) for c, fmt in _PRINCIPLE_COLUMNS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_PRINCIPLE_COLUMNS))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+    return _table(_PRINCIPLE_COLUMNS, summary) if summary else ""

@@ -214,3 +214,28 @@ MULTILINGUAL = [  # (accepted answers, response, passes)
 def test_multilingual(answers, response, passes):
     got = check_answer(response, answers)
     assert got.status == ("passed" if passes else "failed"), got.detail
+
+
+ACCEPTED = ["7000", "7000 m", "7000 metres", "7,000", "7,000 m"]
+
+
+@pytest.mark.parametrize("cheat", [
+    "7000 or 7001",                        # hedging on one line
+    "7000/7001",                           # punctuation between two guesses
+    "Answer: 7000\nAnswer: 7001",          # the right guess, then another one
+    "7000\n7001",                          # the right guess on a non-final line
+    "Answer: 7000 m, or maybe 7000 km",    # a right answer buried in more text
+    "Answer: 7000 m 7000 metres 7,000",    # every alias at once
+    "m",                                   # only the unit the aliases share
+    "7000 " + "x" * 300_000,               # a huge reply is scored (its tail) and earns nothing
+])
+def test_gaming_the_extraction_earns_nothing(cheat):
+    got = check_answer(cheat, ACCEPTED)
+    assert (got.score, got.status) == (0.0, "failed"), (cheat[:60], got)
+
+
+@pytest.mark.parametrize("honest", ["7000", "Answer: 7,000 m", "7 km is 7 × 1000 m.\nAnswer: 7000 metres",
+                                    "The answer is below.\n7000 m"])
+def test_honest_answers_pass_beside_the_cheats(honest):
+    got = check_answer(honest, ACCEPTED)
+    assert (got.score, got.status) == (1.0, "passed"), (honest, got)
