@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both set up .venv first (idempotent).
-# `make rlhf`, `make hybrid`, `make code` and `make facts` run the RLHF, hybrid, code and facts demos (see the README).
-.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid code-assets code facts-assets facts
+# `make rlhf`, `make hybrid`, `make code`, `make facts` and `make rlaif` run the RLHF, hybrid, code, facts and RLAIF demos (see the README).
+.PHONY: setup demo test assets rlhf-assets rlhf-rm rlhf hybrid code-assets code facts-assets facts rlaif-assets rlaif
 
 setup:
 	@bash scripts/setup.sh
@@ -37,3 +37,9 @@ facts-assets: setup
 
 facts: facts-assets
 	@.venv/bin/threefold train configs/rlvr-facts.yaml
+
+rlaif-assets: setup
+	@.venv/bin/threefold demo-assets --rlaif
+
+rlaif: rlaif-assets
+	@.venv/bin/threefold train configs/rlaif-arith.yaml

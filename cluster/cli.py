@@ -13,7 +13,8 @@ HELP = """threefold: RL post-training with human, AI and verifiable feedback on 
 commands:
   train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
   demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated
-                        pairs, --code the code demo's policy and tasks, --facts the facts demo's
+                        pairs, --code the code demo's policy and tasks, --facts the facts demo's,
+                        --rlaif the RLAIF demo's judges and reference answers
   rm train CONFIG       train a Bradley–Terry reward model on preference pairs (JSONL or Parquet)
   rm score IN.jsonl     score {prompt, response} rows with a reward model, JSONL in and out
   sample IN.jsonl       sample a model's responses offline (--pairs: judge input for RLAIF → RM)
@@ -72,6 +73,11 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
         from cluster.facts_demo import build as build_facts
 
         build_facts(Path(out) / "facts", force=args.force)
+    if args.rlaif:
+        from cluster.judge_demo import build_judges, build_rlaif_data
+
+        build_judges(out, force=args.force)
+        build_rlaif_data(out)
     return 0
 
 
@@ -107,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also build the code demo's warm-started policy and one-line-function tasks (<out>/code)")
     d.add_argument("--facts", action="store_true",
                    help="also build the factual-answer demo's warm-started policy and unit-conversion questions (<out>/facts)")
+    d.add_argument("--rlaif", action="store_true",
+                   help="also build the RLAIF demo's three judges (printing each one's and the ensemble's agreement "
+                        "with gold on 500 held-out pairs) and the reference answers samples are judged against")
     d.set_defaults(fn=cmd_demo_assets)
     from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, verify_cmd
 
