@@ -21,6 +21,8 @@ commands:
   verify IN.jsonl       run code tests in a sandbox / check math and exact answers, JSONL in and out
   judge IN.jsonl        label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)
   scale RUN_DIR         resize a running job's reward pools (verifiers, rm, judges) before its next step
+  submit CONFIG         run `train CONFIG` as a Ray job on a cluster (--address http://HEAD:8265); outputs go
+                        to logging.storage (--storage); --logs/--status/--stop JOB_ID
   config-reference      print the config reference (Markdown), as in the README
 """
 
@@ -53,8 +55,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: weight sync check failed, run stopped: {e}", file=sys.stderr)
         return 1
     print(f"held-out score ({summary['eval_sources']}) {summary['eval_accuracy_start']:.1%} → "
-          f"{summary['eval_accuracy_end']:.1%}; report: {summary['report']}")
+          f"{summary['eval_accuracy_end']:.1%}; report: {summary['report']}{copy_outputs(cfg, summary)}")
     return 0
+
+
+def copy_outputs(cfg, summary: dict) -> str:
+    """With logging.storage: the last copy of the run directory (now with the report), and where it went."""
+    if not cfg.logging.storage:
+        return ""
+    from cluster import storage
+
+    run_dir = Path(summary["run_dir"])
+    where = storage.destination(cfg.logging.storage, run_dir.name)
+    if storage.sync_run(run_dir, cfg.logging.storage):
+        return f"; outputs: {where}"
+    return f"; outputs NOT copied to {where} (see the warning above)"
 
 
 def cmd_demo_assets(args: argparse.Namespace) -> int:
@@ -117,13 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also build the RLAIF demo's three judges (printing each one's and the ensemble's agreement "
                         "with gold on 500 held-out pairs) and the reference answers samples are judged against")
     d.set_defaults(fn=cmd_demo_assets)
-    from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, verify_cmd
+    from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, submit_cmd, verify_cmd
 
     rm_cmd.register(sub)
     sample_cmd.register(sub)
     verify_cmd.register(sub)
     judge_cmd.register(sub)
     scaling.register(sub)
+    submit_cmd.register(sub)
     r = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
     r.add_argument("--rm", action="store_true", help="the reward-model config (`threefold rm train`) instead")
     r.set_defaults(fn=cmd_config_reference)

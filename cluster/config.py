@@ -283,6 +283,8 @@ class LoggingConfig(Section):
     """Runs go to <output_dir>/<run_name>: metrics.jsonl, report.md, report.png, checkpoint/."""
     run_name: str | None = None
     """Defaults to the config file name plus a timestamp."""
+    storage: str | None = Field(None, min_length=1)
+    """Also copy the run directory (metrics.jsonl, config.json, report.md, report.png, checkpoint/) to <storage>/<run_name>/ at every evaluation and at the end: a path on storage the nodes share (relative to where the driver starts) or a pyarrow filesystem URI (s3://bucket/prefix, gs://bucket/prefix, file:///abs/path). None: the local run directory only. A failed copy is a warning; the run goes on. `threefold submit` needs it (or --storage)."""
     eval_every: int = Field(10, ge=1)
     """Held-out greedy score under the eval sources every K steps (and at step 0 and the end)."""
     eval_size: int = Field(200, ge=1)

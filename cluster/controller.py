@@ -10,6 +10,7 @@ import ray
 
 from actors.generator import RolloutGenerator
 from actors.learner import Learner
+from cluster import storage
 from cluster.config import RunConfig
 from cluster.data import PromptSampler, read_rows
 from cluster.metrics import MetricsLog
@@ -184,6 +185,7 @@ class Controller:
         first = self.evaluate()
         self.metrics.write({"step": 0, "eval_accuracy": first, "eval_by_source": self.eval_detail,
                             "parity_max_abs_diff": parity0})
+        storage.sync_run(self.run_dir, cfg.logging.storage)  # outputs to logging.storage at every evaluation
         bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True, mininterval=2.0)
         acc = first
         for step in bar:
@@ -192,9 +194,12 @@ class Controller:
                 acc = record["eval_accuracy"] = self.evaluate()
                 record["eval_by_source"] = self.eval_detail
             self.metrics.write(record)
+            if "eval_accuracy" in record:
+                storage.sync_run(self.run_dir, cfg.logging.storage)
             if not record.get("skipped"):
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
         ray.get(self.learner.save.remote(str((self.run_dir / "checkpoint").resolve())))
+        storage.sync_checkpoint(self.run_dir, cfg.logging.storage, self.learner)  # from the learner's node
         return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps,
                 "eval_sources": ", ".join(s.name for s in self.eval_router.sources)}
 

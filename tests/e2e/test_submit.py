@@ -1,0 +1,158 @@
+"""`threefold submit` against a real Ray head with its job server and token authentication on.
+
+The head is a separate `ray start --head --block` process with its own temp dir and ports, so it never
+meets the in-process cluster the other e2e tests share (conftest.ray_cluster); it is stopped by its
+process id (and the processes it started, found by its unique temp dir), never with `ray stop`, which
+would stop every Ray cluster on the machine. The job goes through the same code path as the command,
+with the training entrypoint replaced by a tiny Python command."""
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster import submit_cmd
+from cluster.cli import build_parser
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _pids_using(marker: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                pass
+    return [p for p in out if p != os.getpid()]
+
+
+def _kill(pids, sig) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """(dashboard URL, token) of a fresh head that requires the token on every request."""
+    temp = tempfile.mkdtemp(prefix="tfsub-", dir="/tmp")  # short: Ray's socket paths live under it
+    gcs, dash, client, agent, agent_grpc, metrics, rt_agent, node_mgr, obj_mgr = free_ports(9)
+    token = secrets.token_hex(24)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
+               PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
+    ray_cli = Path(sys.executable).parent / "ray"
+    cmd = [str(ray_cli), "start", "--head", "--block", "--port", str(gcs), "--num-cpus", "2",
+           "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+           "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
+           "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
+           "--runtime-env-agent-port", str(rt_agent), "--node-manager-port", str(node_mgr),
+           "--object-manager-port", str(obj_mgr), "--object-store-memory", str(100 * 1024 * 1024),
+           "--temp-dir", temp, "--disable-usage-stats"]
+    log = open(Path(temp) / "ray-start.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline, last = time.monotonic() + 240, None
+        while True:  # up when the job server answers an authenticated request
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited with {proc.returncode}:\n"
+                            + (Path(temp) / "ray-start.log").read_text()[-3000:])
+            try:
+                submit_cmd.make_client(address, {"Authorization": f"Bearer {token}"}).list_jobs()
+                break
+            except Exception as e:  # noqa: BLE001 - not up yet
+                last = e
+            if time.monotonic() > deadline:
+                pytest.fail(f"the job server at {address} did not come up in 240 s: {last}")
+            time.sleep(2)
+        yield address, token
+    finally:
+        proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node's processes on SIGTERM
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        time.sleep(2)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group this fixture started
+        except ProcessLookupError:
+            pass
+        _kill(_pids_using(temp), signal.SIGKILL)  # and anything that left the group: its cmdline names `temp`
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_submit_streams_a_job_to_success_with_token_auth(ray_head, tmp_path, monkeypatch, capsys):
+    from ray.job_submission import JobStatus
+
+    address, token = ray_head
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for name in ("train.jsonl", "eval.jsonl"):
+        (tmp_path / name).write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    shipped = yaml.safe_load((ROOT / "deploy" / "runtime_env.yaml").read_text())
+    runtime_env = tmp_path / "runtime_env.yaml"  # the shipped one less pip: this box has no package index
+    runtime_env.write_text(yaml.safe_dump({"env_vars": {"THREEFOLD_E2E": "from-runtime-env"},
+                                           "excludes": shipped["excludes"]}))
+    for var in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)  # without RAY_AUTH_MODE=token: submit sends it anyway
+    probe = ("import os, cluster.storage; print('threefold-e2e', os.environ['THREEFOLD_E2E'], "
+             "os.path.isdir('runs'), os.path.isfile('configs/rlvr-arith.yaml'))")
+    args = build_parser().parse_args([
+        "submit", str(ROOT / "configs" / "rlvr-arith.yaml"), "--address", address,
+        "--runtime-env", str(runtime_env), "--storage", str(tmp_path / "store"),
+        "--set", f"policy.model_dir={model}", "--set", f"data.train_path={tmp_path / 'train.jsonl'}",
+        "--set", f"data.eval_path={tmp_path / 'eval.jsonl'}"])
+    rc = submit_cmd.cmd_submit(args, entrypoint=f"python -c {shlex.quote(probe)}")
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    job_id = re.search(r"job id: (raysubmit_\w+)", out).group(1)
+    assert f"{address}/#/jobs/{job_id}" in out
+    assert f"outputs:    {tmp_path / 'store'}/rlvr-arith/" in out
+    # streamed from the job: the repo came as working_dir (cluster imports, configs/ there, runs/ left
+    # out) with the runtime_env's env_vars
+    assert "threefold-e2e from-runtime-env False True" in out
+    assert f"job {job_id} SUCCEEDED; outputs: {tmp_path / 'store'}/rlvr-arith" in out
+    assert token not in out + err
+    client = submit_cmd.make_client(address, {"Authorization": f"Bearer {token}"})
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED
+
+    rc = submit_cmd.cmd_submit(build_parser().parse_args(["submit", "--status", job_id, "--address", address]))
+    out, err = capsys.readouterr()
+    assert rc == 0 and f"job {job_id}: SUCCEEDED" in out and f"{tmp_path / 'store'}/rlvr-arith/" in out
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "wrong-" + token[:8])  # a wrong token is refused, exit 2, not shown
+    rc = submit_cmd.cmd_submit(build_parser().parse_args(["submit", "--status", job_id, "--address", address]))
+    out, err = capsys.readouterr()
+    assert rc == 2 and "refused" in err and "Traceback" not in err
+    assert token[:8] not in out + err
