@@ -18,31 +18,23 @@ import fnmatch
 import os
 import re
 import shlex
-import socket
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
 
 import yaml
 
 from cluster import storage as run_storage
+from cluster.ray_jobs import DEFAULT_ADDRESS, SubmitError, auth_headers, make_client, resolve_address  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNTIME_ENV = "deploy/runtime_env.yaml"
-DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")  # what Ray's client prefers over its argument
 OUTPUT_FILES = "metrics.jsonl, report.md, report.png, checkpoint/"
 META_OUTPUTS = "threefold_outputs"
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 PATH_MISSING = re.compile(r"does not exist|has no config\.json")
-
-
-class SubmitError(Exception):
-    """Nothing was submitted (exit 2); the message says why."""
 
 
 @dataclass
@@ -197,62 +189,6 @@ def prepare(config: str, sets: list[str], storage: str | None = None, runtime_en
         sets.append(f"logging.run_name={run_name}")
     return Plan(config=rel, entrypoint=build_entrypoint(rel, sets), runtime_env=env, run_name=run_name,
                 storage=normalized, warnings=warnings)
-
-
-# ---- talking to the cluster -----------------------------------------------------------------------
-
-def resolve_address(address: str | None, env=os.environ) -> str:
-    return address or next((env[v] for v in ADDRESS_VARS if env.get(v)), None) or DEFAULT_ADDRESS
-
-
-def is_local(address: str) -> bool:
-    host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
-    return host in LOCAL_HOSTS or host == socket.gethostname()
-
-
-def auth_headers(address: str, env=os.environ, home: Path | None = None) -> tuple[dict, str]:
-    """Ray's token authentication for the job server: ({"Authorization": "Bearer …"} or {}, where the
-    token came from). Like Ray: the token is $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else
-    ~/.ray/auth_token; the last is sent only with RAY_AUTH_MODE=token or to a cluster on this machine
-    (the one `ray start` here protects with it). RAY_AUTH_MODE=disabled sends none."""
-    mode = env.get("RAY_AUTH_MODE", "").strip().lower()
-    if mode == "disabled":
-        return {}, "none (RAY_AUTH_MODE=disabled)"
-    token, source = "", ""
-    if env.get("RAY_AUTH_TOKEN", "").strip():
-        token, source = env["RAY_AUTH_TOKEN"].strip(), "$RAY_AUTH_TOKEN"
-    elif env.get("RAY_AUTH_TOKEN_PATH"):
-        try:
-            token, source = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip(), "$RAY_AUTH_TOKEN_PATH"
-        except OSError as e:
-            raise SubmitError(f"RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}: cannot read it ({e.strerror})") from None
-    else:
-        default = (home or Path.home()) / ".ray" / "auth_token"
-        if default.is_file() and (mode == "token" or is_local(address)):
-            token, source = default.read_text().strip(), "~/.ray/auth_token"
-    if token:
-        return {"Authorization": f"Bearer {token}"}, f"token from {source}"
-    if mode == "token":
-        raise SubmitError("RAY_AUTH_MODE=token but no token found: export RAY_AUTH_TOKEN (on the head, "
-                          "`ray get-auth-token` prints it), or point RAY_AUTH_TOKEN_PATH at a file holding it, "
-                          "or put it in ~/.ray/auth_token")
-    return {}, "none"
-
-
-@contextmanager
-def _env_without(names):
-    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
-def make_client(address: str, headers: dict):
-    from ray.job_submission import JobSubmissionClient
-
-    with _env_without(ADDRESS_VARS):  # Ray's client prefers these to its argument; --address must win
-        return JobSubmissionClient(address, headers=dict(headers) or None)
 
 
 def _redact(text: str, secret: str | None) -> str:
