@@ -1,22 +1,19 @@
 """The RLAIF demo's judges, built offline: small char-level models that, shown an addition prompt
-and two framed answers, reason before the verdict. For each response the judge writes its own
-answer, the response's answer and whether they match, then the verdict in the project's format:
+and two framed answers, reason before the verdict. Each writes its own answer, then each response's
+answer with whether it matches, then the verdict in the project's format:
 
-    12+34=      <- the question first      46 46 yes          <- own answer, response A, match?
-    <<<                                    46 35 no           <- own answer, response B, match?
-    46          <- response A              Verdict: [[A]]
-    >>>
+    12+34=      <- the question first      46                 <- its own answer
+    <<<                                    46 yes             <- response A, and whether it matches
+    46          <- response A              35 no              <- response B
+    >>>                                    Verdict: [[A]]
     <<<
     35          <- response B
     >>>
 
 Measured on this architecture: a judge trained to give the verdict directly stays at chance, and
-so does one that writes only its own answer before the verdict; the match lines are what makes the
-comparison learnable. Trained on the full format alone, the comparison appears only after ~1,500
-steps of ~70 tokens; so the recipe first drills the parts on ~10-token sequences (the sum alone, and
-"own answer, answer, yes/no" alone), where each is learned in a few hundred steps at a fifth of the
-cost, and then puts them together. Its accuracy is bounded by its own arithmetic, so it is
-useful but clearly imperfect. Recipe in JudgeRecipe; calibration numbers in the README's RLAIF section.
+so does one that writes only its own answer before the verdict; the per-response match lines are
+what makes the comparison learnable. Its accuracy is bounded by its own arithmetic, so it is useful
+but clearly imperfect. Recipe in JudgeRecipe; calibration numbers in the README's RLAIF section.
 """
 from __future__ import annotations
 
@@ -32,7 +29,7 @@ from cluster.demo_build import recipe_digest
 
 PAIRWISE_TEMPLATE = "{prompt}\n{response_a}\n{response_b}\n"  # what configs/judges-demo.yaml says too
 CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"  # no chat format
-MAX_LEN = 128  # the judge's context: prompt ~30 characters + reply ~36
+MAX_LEN = 128  # the judge's context: prompt ~30 characters + reply ~35
 CODE = ("cluster/judge_demo.py", "rewards/judge/guard.py", "rewards/judge/parse.py", "learners/warm_start.py")
 
 
@@ -80,31 +77,13 @@ def judge_prompt(prompt: str, response_a: str, response_b: str) -> str:
     return pairwise_messages(PAIRWISE_TEMPLATE, None, prompt, response_a, response_b)[0]["content"]
 
 
-def match_line(own: str, response: str) -> str:
-    return f"{own} {response} {'yes' if response == own else 'no'}"
-
-
 def reply(own: str, response_a: str, response_b: str, verdict: str) -> str:
-    return f"{match_line(own, response_a)}\n{match_line(own, response_b)}\nVerdict: [[{verdict}]]"
-
-
-def _answer(total: int, rng: random.Random) -> str:
-    return str(total) if rng.random() < 0.5 else near_miss(total, rng)
-
-
-def drill_example(prompt: str, rng: random.Random, noise: float = 0.0) -> tuple[str, str]:
-    """Stage 1, ~10 tokens: the sum alone, or the match line alone."""
-    total = true_sum(prompt)
-    if rng.random() < 0.5:
-        return prompt, str(total)
-    own = str(rng.randrange(0, 199))
-    answer = own if rng.random() < 0.5 else near_miss(int(own), rng)
-    return f"{own} {answer} ", "yes" if answer == own else "no"
+    mark = lambda r: "yes" if r == own else "no"  # noqa: E731
+    return f"{own}\n{response_a} {mark(response_a)}\n{response_b} {mark(response_b)}\nVerdict: [[{verdict}]]"
 
 
 def training_example(prompt: str, rng: random.Random, noise: float) -> tuple[str, str]:
-    """Stage 2 and the branches: (judge prompt, target reply); with `noise`, that share of
-    verdicts is a random one."""
+    """(judge prompt, target reply); with `noise`, that share of verdicts is a random one."""
     ra, rb, gold = gold_pair(prompt, rng)
     shown = rng.choice(["A", "B", "tie"]) if rng.random() < noise else gold
     return judge_prompt(prompt, ra, rb), reply(str(true_sum(prompt)), ra, rb, shown)
@@ -112,23 +91,21 @@ def training_example(prompt: str, rng: random.Random, noise: float) -> tuple[str
 
 @dataclass(frozen=True)
 class JudgeRecipe:
-    """From the demo policy: `drill_steps` of drill_example, then `trunk_steps` of the full format
-    make a shared trunk; then one branch per judge, `steps` more with its own seed and label noise,
-    so the judges' mistakes differ."""
-    drill_steps: int = 800
-    trunk_steps: int = 600
+    """A shared trunk (`trunk_steps` from the demo policy in the judge format), then one branch per
+    judge: `steps` more with its own seed and label noise, so the judges' mistakes differ."""
+    trunk_steps: int = 1800
     batch: int = 128
     lr: float = 1e-3
     seed: int = 1
-    judges: tuple = (("judge-a", 2, 30, 0.0), ("judge-b", 3, 30, 0.05), ("judge-c", 4, 30, 0.1))  # name, seed, steps, noise
+    judges: tuple = (("judge-a", 2, 120, 0.0), ("judge-b", 3, 120, 0.05), ("judge-c", 4, 120, 0.1))  # name, seed, steps, noise
 
 
 EVAL_PAIRS = 500
 
 
 def train_steps(model, tok, prompts: list[str], steps: int, batch: int, lr: float, seed: int, noise: float,
-                tick=None, example=training_example) -> None:
-    """Cross-entropy on the target only, a fresh batch of synthetic examples every step."""
+                tick=None) -> None:
+    """Cross-entropy on the reply only, a fresh batch of synthetic pairs every step."""
     import torch
 
     from learners.warm_start import encode_pairs
@@ -138,7 +115,7 @@ def train_steps(model, tok, prompts: list[str], steps: int, batch: int, lr: floa
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     for _ in range(steps):
-        ids, lab, mask = encode_pairs(tok, [example(rng.choice(prompts), rng, noise) for _ in range(batch)])
+        ids, lab, mask = encode_pairs(tok, [training_example(rng.choice(prompts), rng, noise) for _ in range(batch)])
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,16 +194,14 @@ def build_judges(demo_dir: str | Path = ".cache/demo", recipe: JudgeRecipe = Jud
     torch.set_num_threads(2)
     shutil.rmtree(root, ignore_errors=True)
     prompts = [json.loads(x)["prompt"] for x in (demo / "data" / "train.jsonl").read_text().splitlines()]
-    total = recipe.drill_steps + recipe.trunk_steps + sum(j[2] for j in recipe.judges)
+    total = recipe.trunk_steps + sum(j[2] for j in recipe.judges)
     bar = tqdm(total=total, desc="demo judges", dynamic_ncols=True, mininterval=1.0)
 
     def tick(name):
         return lambda loss: (bar.update(1), bar.set_postfix(judge=name, loss=f"{loss:.3f}"))
 
     model, tok = _load(demo / "model")
-    stages = (("drill", recipe.drill_steps, drill_example), ("trunk", recipe.trunk_steps, training_example))
-    for i, (stage, steps, example) in enumerate(stages):
-        train_steps(model, tok, prompts, steps, recipe.batch, recipe.lr, recipe.seed + 10 * i, 0.0, tick(stage), example)
+    train_steps(model, tok, prompts, recipe.trunk_steps, recipe.batch, recipe.lr, recipe.seed, 0.0, tick("trunk"))
     save_hf(model, tok, root / "trunk")
     tok.chat_template = CHAT_TEMPLATE  # what vLLM's chat endpoint renders: <s> and the prompt, nothing else
     for name, seed, steps, noise in recipe.judges:

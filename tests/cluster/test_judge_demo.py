@@ -40,29 +40,12 @@ def test_training_replies_mark_only_the_right_answer_and_end_with_the_gold_verdi
         prompt = f"{a}+{b}="
         ra, rb, gold = jd.gold_pair(prompt, rng)
         text = jd.reply(str(a + b), ra, rb, gold)
-        line_a, line_b, verdict = text.split("\n")
-        own = str(a + b)
-        assert line_a == f"{own} {ra} {'yes' if ra == own else 'no'}"
-        assert line_b == f"{own} {rb} {'yes' if rb == own else 'no'}"
+        own, line_a, line_b, verdict = text.split("\n")
+        assert own == str(a + b)
+        assert line_a == f"{ra} {'yes' if ra == own else 'no'}" and line_b == f"{rb} {'yes' if rb == own else 'no'}"
         right = (ra == own, rb == own)
         assert gold == {(True, False): "A", (False, True): "B"}.get(right, "tie")
         assert parse_verdict(text).value == gold and verdict == f"Verdict: [[{gold}]]"
-
-
-def test_the_drills_teach_the_sum_and_the_match_line_the_full_reply_is_made_of():
-    rng = random.Random(0)
-    sums = matches = 0
-    for _ in range(2000):
-        prompt, target = jd.drill_example("37+68=", rng)
-        if prompt == "37+68=":
-            sums += 1
-            assert target == "105"
-        else:
-            matches += 1
-            own, answer, _ = prompt.split(" ")
-            assert target == ("yes" if answer == own else "no")
-            assert f"{prompt}{target}" == jd.match_line(own, answer)
-    assert 900 < sums < 1100 and 900 < matches < 1100
 
 
 def test_gold_pairs_mix_the_verdicts_as_documented():
@@ -91,7 +74,7 @@ def test_build_writes_judges_votes_and_agreement_and_caches_by_recipe(tiny_model
     write_jsonl(rows[:150], demo / "data" / "train.jsonl")
     write_jsonl(rows[150:], demo / "data" / "eval.jsonl")
     (demo / "recipe.json").write_text(json.dumps({"digest": "policy-1"}))
-    recipe = jd.JudgeRecipe(drill_steps=2, trunk_steps=2, batch=4, judges=(("judge-a", 2, 1, 0.0), ("judge-b", 3, 1, 0.5)))
+    recipe = jd.JudgeRecipe(trunk_steps=2, batch=4, judges=(("judge-a", 2, 1, 0.0), ("judge-b", 3, 1, 0.5)))
     root = jd.build_judges(demo, recipe)
     stamp = json.loads((root / "recipe.json").read_text())
     assert set(stamp["judges"]) == {"judge-a", "judge-b"} and stamp["pairs"] == jd.EVAL_PAIRS
