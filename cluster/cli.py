@@ -20,7 +20,10 @@ commands:
   sample IN.jsonl       sample a model's responses offline (--pairs: judge input for RLAIF → RM)
   verify IN.jsonl       run code tests in a sandbox / check math and exact answers, JSONL in and out
   judge IN.jsonl        label response pairs with an LLM-judge ensemble (JSONL in, JSONL/Parquet out)
-  scale RUN_DIR         resize a running job's reward pools (verifiers, rm, judges) before its next step
+  scale RUN_DIR         resize a running job's reward pools (verifiers, rm, judges) before its next step;
+                        --run RUN_NAME [--address ADDR] instead reaches the job through Ray from any machine
+  status [RUN_NAME]     a running job's step, pools, samples/s and held-out score through Ray (--address,
+                        --json); without RUN_NAME, the runs on the cluster
   submit CONFIG         run `train CONFIG` as a Ray job on a cluster (--address http://HEAD:8265); outputs go
                         to logging.storage (--storage); --logs/--status/--stop JOB_ID
   config-reference      print the config reference (Markdown), as in the README
@@ -132,13 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also build the RLAIF demo's three judges (printing each one's and the ensemble's agreement "
                         "with gold on 500 held-out pairs) and the reference answers samples are judged against")
     d.set_defaults(fn=cmd_demo_assets)
-    from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, submit_cmd, verify_cmd
+    from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, status_cmd, submit_cmd, verify_cmd
 
     rm_cmd.register(sub)
     sample_cmd.register(sub)
     verify_cmd.register(sub)
     judge_cmd.register(sub)
     scaling.register(sub)
+    status_cmd.register(sub)
     submit_cmd.register(sub)
     r = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
     r.add_argument("--rm", action="store_true", help="the reward-model config (`threefold rm train`) instead")

@@ -12,6 +12,8 @@ from actors.generator import RolloutGenerator
 from actors.learner import Learner
 from cluster import storage
 from cluster.config import RunConfig
+from cluster.control import Throughput, initial_status, merge_requests, pool_sizes
+from cluster.control_link import ControlLink
 from cluster.data import PromptSampler, read_rows
 from cluster.metrics import MetricsLog
 from cluster.reward_router import RewardRouter, Routed
@@ -56,9 +58,21 @@ def update_settings(cfg: RunConfig) -> UpdateSettings:
 class Controller:
     def __init__(self, cfg: RunConfig, run_dir: Path, generators: list | None = None):
         """`generators`: running RolloutGenerators to reuse (tests share engines between runs); the
-        run loads its own initial weights into them and leaves them running at shutdown."""
+        run loads its own initial weights into them and leaves them running at shutdown. First of all the
+        run's control actor starts (RunNameTaken if a live run has this run's name)."""
         self.cfg = cfg
         self.run_dir = run_dir
+        where = storage.destination(cfg.logging.storage, run_dir.name) if cfg.logging.storage else None
+        self.control = ControlLink.open(initial_status(run_dir.name, cfg.steps, str(run_dir.resolve()), where, {}))
+        self.throughput, self.scale_seen = Throughput(), {}
+        try:
+            self._build(cfg, run_dir, generators)
+        except BaseException as e:
+            self.control.close("failed", f"{type(e).__name__}: {e}")
+            raise
+        self.control.push(pools=self.pool_sizes())
+
+    def _build(self, cfg: RunConfig, run_dir: Path, generators: list | None) -> None:
         res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
         shared: dict = {}
         rw = cfg.reward
@@ -142,8 +156,16 @@ class Controller:
         return sum(r for r, k in zip(routed.rewards, routed.keep) if k) / len(texts)
 
     def apply_scaling(self) -> None:
-        for key, size in read_request(self.run_dir).items():
+        """Requests from `threefold scale`: RUN_DIR/scale.json (when it changed) and the control actor."""
+        in_file = read_request(self.run_dir)
+        for key, size in merge_requests(in_file, self.scale_seen, self.control.take()).items():
+            if key not in self.router.sizes():
+                log.warning("scale request %s=%d ignored: this run has no %s pool", key, size, key)
             self.router.resize(key, size)
+        self.scale_seen = in_file
+
+    def pool_sizes(self) -> dict[str, int]:
+        return pool_sizes({**self.router.sizes(), "generators": len(self.generators)})
 
     def step(self, step: int) -> dict:
         self.apply_scaling()
@@ -175,6 +197,16 @@ class Controller:
         return record
 
     def run(self, progress: bool) -> dict:
+        """The whole run; its control actor says `finished` at the end, `failed` (with the error) if it raises."""
+        try:
+            summary = self._run(progress)
+        except BaseException as e:
+            self.control.close("failed", f"{type(e).__name__}: {e}")
+            raise
+        self.control.close("finished")
+        return summary
+
+    def _run(self, progress: bool) -> dict:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -185,15 +217,21 @@ class Controller:
         first = self.evaluate()
         self.metrics.write({"step": 0, "eval_accuracy": first, "eval_by_source": self.eval_detail,
                             "parity_max_abs_diff": parity0})
+        self.control.push(eval_accuracy=first, eval_step=0, pools=self.pool_sizes())
         storage.sync_run(self.run_dir, cfg.logging.storage)  # outputs to logging.storage at every evaluation
         bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True, mininterval=2.0)
         acc = first
         for step in bar:
+            t0 = time.perf_counter()
             record = self.step(step)
+            self.throughput.add(record["samples"], time.perf_counter() - t0)  # evaluation time left out
             if step % cfg.logging.eval_every == 0 or step == cfg.steps:
                 acc = record["eval_accuracy"] = self.evaluate()
                 record["eval_by_source"] = self.eval_detail
             self.metrics.write(record)
+            self.control.push(step=step, policy_version=self.version, pools=self.pool_sizes(),
+                              samples_per_s=self.throughput.rate(),
+                              **({"eval_accuracy": acc, "eval_step": step} if "eval_accuracy" in record else {}))
             if "eval_accuracy" in record:
                 storage.sync_run(self.run_dir, cfg.logging.storage)
             if not record.get("skipped"):
@@ -203,9 +241,11 @@ class Controller:
         return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps,
                 "eval_sources": ", ".join(s.name for s in self.eval_router.sources)}
 
-
     def shutdown(self) -> None:
-        """Stop this run's actors and servers (reused generators stay)."""
+        """Stop this run's actors and servers (reused generators stay). A run shut down before it
+        finished is marked failed, so its name is free for the next run."""
+        if self.control.status.get("state") == "running":
+            self.control.close("failed", "shut down before the run finished")
         sources = self.router.sources + [s for s in self.eval_router.sources if s not in self.router.sources]
         for src in sources:
             src.close()  # a pool shared by several sources is killed once; killing twice is harmless

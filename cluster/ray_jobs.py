@@ -1,6 +1,7 @@
 """Reaching a Ray job server: its address, Ray's token authentication, and the job client."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from contextlib import contextmanager
@@ -22,7 +23,21 @@ def resolve_address(address: str | None, env=os.environ) -> str:
 
 def is_local(address: str) -> bool:
     host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
-    return host in LOCAL_HOSTS or host == socket.gethostname()
+    return host in LOCAL_HOSTS or host == socket.gethostname() or _own_ip(host)
+
+
+def _own_ip(host: str) -> bool:
+    """A literal IP address of this machine (e.g. the node IP a local cluster's GCS listens on)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return False
+    try:
+        with socket.socket(family) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
 
 
 def auth_headers(address: str, env=os.environ, home: Path | None = None) -> tuple[dict, str]:

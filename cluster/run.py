@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cluster.config import RunConfig
 from cluster.config_loader import ConfigError
+from cluster.control import NAMESPACE
 
 # What never travels to a cluster with the code (the Ray working_dir limit is 500 MiB).
 SHIP_EXCLUDES = [".venv", ".cache", "runs", ".git", "**/__pycache__"]
@@ -27,15 +28,16 @@ def init_ray(address: str | None, quiet: bool = False) -> None:
         return
     root = str(Path(__file__).resolve().parent.parent)
     # Actors import the top-level packages; ship the repo root as working_dir when joining a
-    # cluster, and put it on PYTHONPATH for the embedded one.
+    # cluster, and put it on PYTHONPATH for the embedded one. The namespace is where `threefold
+    # status` finds the run's control actor.
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # inside `ray job submit`: inherit the job's runtime_env
-        ray.init(address=address or "auto")
+        ray.init(address=address or "auto", namespace=NAMESPACE)
     elif address:
-        ray.init(address=address, runtime_env={"working_dir": root, "excludes": SHIP_EXCLUDES})
+        ray.init(address=address, namespace=NAMESPACE, runtime_env={"working_dir": root, "excludes": SHIP_EXCLUDES})
     else:
         env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        ctx = ray.init(runtime_env={"env_vars": env}, log_to_driver=False, include_dashboard=not quiet or None,
-                       logging_level="WARNING" if quiet else "INFO")
+        ctx = ray.init(runtime_env={"env_vars": env}, namespace=NAMESPACE, log_to_driver=False,
+                       include_dashboard=not quiet or None, logging_level="WARNING" if quiet else "INFO")
         if ctx.dashboard_url and not quiet:
             print(f"Ray dashboard: http://{ctx.dashboard_url} (threefold_* metrics under Metrics)", flush=True)
 
