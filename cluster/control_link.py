@@ -111,22 +111,6 @@ class ControlLink:
 
 # ---- the client's end -----------------------------------------------------------------------------
 
-@contextmanager
-def _env(set_vars: dict, drop: tuple):
-    saved = {n: os.environ.get(n) for n in (*set_vars, *drop)}
-    for n in drop:
-        os.environ.pop(n, None)
-    os.environ.update(set_vars)
-    try:
-        yield
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
-
-
 def _reload_auth_mode() -> None:
     """Ray reads RAY_AUTH_MODE into its config once (at import); re-read it, as ray.init does itself when
     it turns token authentication on for a new local cluster."""
@@ -142,7 +126,7 @@ def _reload_auth_mode() -> None:
 def connect(address: str | None, env=os.environ) -> str:
     """ray.init to the cluster at --address / $RAY_ADDRESS / auto, in the threefold namespace; the address
     used. The token comes from where `threefold submit` finds it (cluster/ray_jobs.py)."""
-    from cluster.ray_jobs import SubmitError, auth_headers
+    from cluster.ray_jobs import SubmitError, auth_headers, env_vars
 
     try:
         addr = cluster_address(address, env)
@@ -162,7 +146,7 @@ def connect(address: str | None, env=os.environ) -> str:
         _reload_auth_mode()
     quiet = {k: v for k, v in CLI_RAY_ENV.items() if k not in os.environ}
     try:
-        with _env(quiet, ("RAY_ADDRESS",)):  # ray.init prefers $RAY_ADDRESS to `auto`
+        with env_vars(quiet, ("RAY_ADDRESS",)):  # ray.init prefers $RAY_ADDRESS to `auto`
             ray.init(address=addr, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as e:  # noqa: BLE001 - Ray's connection errors, shown without a traceback
         from ray.exceptions import AuthenticationError

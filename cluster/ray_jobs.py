@@ -70,16 +70,24 @@ def auth_headers(address: str, env=os.environ, home: Path | None = None) -> tupl
 
 
 @contextmanager
-def _env_without(names):
-    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+def env_vars(set_vars: dict, drop=()):
+    """os.environ with `set_vars` set and `drop` removed, restored afterwards."""
+    saved = {n: os.environ.get(n) for n in (*set_vars, *drop)}
+    for n in drop:
+        os.environ.pop(n, None)
+    os.environ.update(set_vars)
     try:
         yield
     finally:
-        os.environ.update(saved)
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def make_client(address: str, headers: dict):
     from ray.job_submission import JobSubmissionClient
 
-    with _env_without(ADDRESS_VARS):  # Ray's client prefers these to its argument; --address must win
+    with env_vars({}, ADDRESS_VARS):  # Ray's client prefers these to its argument; --address must win
         return JobSubmissionClient(address, headers=dict(headers) or None)
