@@ -1,5 +1,6 @@
 """A resizable set of identical actors that runs chunks of work and never loses one: a chunk whose
-actor died is retried on a fresh actor (at most `max_retries` times), then handed to `lost`."""
+actor died is retried on a fresh actor (at most `max_retries` times), then handed to `lost`. Where
+the actors run is up to `place` (cluster/placement.py)."""
 from __future__ import annotations
 
 import itertools
@@ -9,13 +10,17 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
+from cluster.placement import RoleSlots
+
 log = logging.getLogger("threefold.pool")
 ACTOR_LOST = (RayActorError, WorkerCrashedError)
 
 
 class ActorPool:
-    def __init__(self, name: str, spawn: Callable[[], object], size: int, max_retries: int = 2):
-        self.name, self.spawn, self.max_retries = name, spawn, max_retries
+    def __init__(self, name: str, spawn: Callable[[dict], object], size: int, place: RoleSlots,
+                 max_retries: int = 2):
+        """`spawn(options)` starts one actor with the Ray options `place` gives it."""
+        self.name, self.spawn, self.place, self.max_retries = name, spawn, place, max_retries
         self.actors: list = []
         self.replaced = 0
         self.resize(size)
@@ -24,16 +29,23 @@ class ActorPool:
         """Grow or shrink between steps; in-flight work on removed actors is not affected."""
         if size < 1:
             raise ValueError(f"a {self.name} pool needs at least one actor")
-        while len(self.actors) < size:
-            self.actors.append(self.spawn())
+        self.actors += self.place.add(max(0, size - len(self.actors)), self.spawn)
         for actor in self.actors[size:]:
             ray.kill(actor)
+            self.place.drop(actor)
         self.actors = self.actors[:size]
         ray.get([a.info.remote() for a in self.actors])  # fail here, not mid-step, if an actor cannot start
 
+    def shutdown(self) -> None:
+        """Kill the actors and remove the pool's placement groups."""
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        self.place.close()
+
     def _replace(self, actor) -> None:
         if actor in self.actors:
-            self.actors[self.actors.index(actor)] = self.spawn()
+            self.actors[self.actors.index(actor)] = self.place.replace(actor, self.spawn)
             self.replaced += 1
 
     def run(self, call: Callable[[object, list[int]], object], chunks: list[list[int]],

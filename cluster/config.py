@@ -95,14 +95,17 @@ class SourceConfig(Section):
     """rule: `package.module:function`, called as function(prompt, response, row) → float on the driver."""
     knowledge: Path | None = None
     """exact: JSONL or Parquet file of {"key", "answers"} records, for rows that give a `key` instead of `answers` (a row's own `knowledge` path wins)."""
+    serve_app: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """math, code, exact, rm, judge: name of a Ray Serve application on the run's cluster (deploy/serve.yaml, started by `threefold serve`) that scores this source instead of in-job actors; the application's args and autoscaling then decide the sandbox settings, model and judges, so `model_dir`, `judges`, `scorers`, `batch_size`, `cpus` and `gpus` do not apply, and `threefold scale` leaves it alone."""
 
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> "SourceConfig":
         for key, owner in TYPE_FIELDS.items():
             if key in self.model_fields_set and owner != self.type:
                 raise ValueError(f"{key} applies to type {owner} only (this source has type {self.type})")
+        self._serve_app_fits()
         need = {"rm": "model_dir", "judge": "judges", "rule": "function"}.get(self.type)
-        if need and getattr(self, need) is None:
+        if need and getattr(self, need) is None and not self.serve_app:
             raise ValueError(f"a source of type {self.type} needs `{need}`")
         for key in ("model_dir", "judges", "knowledge"):
             path = getattr(self, key)
@@ -112,6 +115,16 @@ class SourceConfig(Section):
         if not self.kinds:
             raise ValueError("kinds is empty; list the row kinds this source scores, or [\"*\"] for every row")
         return self
+
+    def _serve_app_fits(self) -> None:
+        if not self.serve_app:
+            return
+        if self.type == "rule":
+            raise ValueError("serve_app applies to math, code, exact, rm and judge sources (a rule runs on the driver)")
+        pool_keys = [k for k in ("model_dir", "judges", "scorers", "batch_size", "cpus", "gpus") if k in self.model_fields_set]
+        if pool_keys:
+            raise ValueError(f"{pool_keys[0]} does not apply with serve_app: the Serve application's args and "
+                             "deployment options in its Serve config decide it")
 
 
 class RewardConfig(Section):
@@ -259,6 +272,28 @@ class LearnerConfig(Section):
     """Floor of the cosine schedule as a fraction of lr."""
 
 
+Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+ROLES = ("generators", "learner", "verifiers", "judges", "judge_servers", "reward_models")  # placement roles
+NOT_CUSTOM = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+class PlacementConfig(Section):
+    generators: Strategy | None = None
+    """Placement-group strategy for the vLLM generators: PACK puts the bundles on as few nodes as possible, SPREAD on as many, STRICT_PACK on one node, STRICT_SPREAD on all different nodes; None: no group, Ray places each actor on its own (the laptop default). Equal to `learner`: one group holds the generators and the learner (with PACK, the learner lands next to the generators)."""
+    learner: Strategy | None = None
+    """Strategy for the learner (one bundle; its own group unless it equals `generators`)."""
+    verifiers: Strategy | None = None
+    """Strategy for the verifier pool: a group for the actors at start and one for each growth (`threefold scale`) beyond the free bundles a shrink left; a group goes with its last actor."""
+    judges: Strategy | None = None
+    """Strategy for each judge source's JudgeActor pool (groups as for verifiers)."""
+    judge_servers: Strategy | None = None
+    """Strategy for the vLLM servers of the judges a judge source serves (one group, a bundle per served judge)."""
+    reward_models: Strategy | None = None
+    """Strategy for each rm source's RewardModelScorer pool (groups as for verifiers)."""
+    timeout_s: float = Field(600.0, gt=0.0)
+    """Seconds to wait for a placement group (an autoscaler may be adding nodes) before stopping with an error naming the role's key and the resources the cluster lacks; a pool growth that times out is skipped with a warning and the run goes on."""
+
+
 class ResourcesConfig(Section):
     generator_cpus: float = Field(0.5, gt=0.0)
     """Ray CPUs reserved by each generator actor."""
@@ -272,10 +307,55 @@ class ResourcesConfig(Section):
     """GPUs for the learner on a cluster (0 on the CPU demo)."""
     threads_per_actor: int = Field(1, ge=1)
     """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
+    placement: PlacementConfig = PlacementConfig()
+    custom: dict[str, dict[str, float]] = {}
+    """Custom Ray resources that each actor of a role asks for, by role (the keys of `placement`), e.g. {verifiers: {verifier_node: 0.01}}: the role runs only on nodes started with them (deploy/ marks its CPU groups verifier_node and judge_node). A role listed here needs a `placement` strategy, so a request no node meets fails after timeout_s instead of waiting forever."""
 
+    @field_validator("custom")
+    @classmethod
+    def _custom_roles(cls, v: dict) -> dict:
+        for role, wants in v.items():
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+            for name, amount in wants.items():
+                if name in NOT_CUSTOM or name.startswith("node:"):
+                    raise ValueError(f"{role}: {name} is not a custom resource; CPUs and GPUs come from "
+                                     "resources.*_cpus / *_gpus (rm sources: cpus / gpus)")
+                if amount < 1e-4:
+                    raise ValueError(f"{role}.{name}: amount must be at least 0.0001 (Ray's precision), got {amount:g}; "
+                                     "a fraction such as 0.01 pins an actor without using up the node")
+        return v
+
+    @model_validator(mode="after")
+    def _custom_needs_a_group(self) -> "ResourcesConfig":
+        for role in self.custom:
+            if getattr(self.placement, role) is None:
+                raise ValueError(f"custom.{role} needs placement.{role} (PACK, SPREAD, STRICT_PACK or STRICT_SPREAD): "
+                                 "custom resources are reserved through a placement group, which fails after "
+                                 "placement.timeout_s instead of waiting forever")
+        return self
 
     def cpus_needed(self, num_generators: int, verifiers: int, reward_cpus: float = 0.0) -> float:
         return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus * verifiers + reward_cpus
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+class WandbConfig(Section):
+    project: str = Field("threefold", min_length=1)
+    """W&B project the run is logged to (the run's name is the threefold run name)."""
+    mode: Literal["offline", "online"] = "offline"
+    """offline writes under <run dir>/wandb/ (upload later with `wandb sync`); online needs WANDB_API_KEY in the environment."""
+
+    @model_validator(mode="after")
+    def _wandb_installed(self) -> "WandbConfig":
+        if not _installed("wandb"):
+            raise ValueError("needs the wandb package: pip install 'threefold[loggers]' (or remove logging.wandb)")
+        return self
 
 
 class LoggingConfig(Section):
@@ -295,6 +375,17 @@ class LoggingConfig(Section):
     """Largest allowed |Δ log-prob| on the probe sequence (fp32)."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    tensorboard: bool = False
+    """Also write every numeric metric of each step to <run dir>/tensorboard/ (TensorBoard event files; needs the `tensorboard` package: `pip install 'threefold[loggers]'`)."""
+    wandb: WandbConfig | None = None
+    """Also log every numeric metric of each step to Weights & Biases (needs `wandb`: `pip install 'threefold[loggers]'`)."""
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, v: bool) -> bool:
+        if v and not _installed("tensorboard"):
+            raise ValueError("needs the tensorboard package: pip install 'threefold[loggers]' (or set it to false)")
+        return v
 
 
 class RunConfig(Section):

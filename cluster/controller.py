@@ -15,7 +15,9 @@ from cluster.config import RunConfig
 from cluster.control import Throughput, initial_status, merge_requests, pool_sizes
 from cluster.control_link import ControlLink
 from cluster.data import PromptSampler, read_rows
+from cluster.loggers import make_loggers
 from cluster.metrics import MetricsLog
+from cluster.placement import Placements, PlacementError
 from cluster.reward_router import RewardRouter, Routed
 from cluster.reward_sources import build_sources
 from cluster.scaling import read_request
@@ -65,35 +67,41 @@ class Controller:
         where = storage.destination(cfg.logging.storage, run_dir.name) if cfg.logging.storage else None
         self.control = ControlLink.open(initial_status(run_dir.name, cfg.steps, str(run_dir.resolve()), where, {}))
         self.throughput, self.scale_seen = Throughput(), {}
+        self.placements = Placements(cfg.resources)
         try:
             self._build(cfg, run_dir, generators)
         except BaseException as e:
+            self.placements.close()  # removing a group also stops the actors placed in it
             self.control.close("failed", f"{type(e).__name__}: {e}")
             raise
-        self.control.push(pools=self.pool_sizes())
+        # `threefold scale --run` refuses kinds a Serve app scores (cluster/scaling.py)
+        self.control.push(pools=self.pool_sizes(), serve_apps=self.router.serve_apps())
 
     def _build(self, cfg: RunConfig, run_dir: Path, generators: list | None) -> None:
         res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
+        # the GPU roles' group first, so reward actors cannot take its room; no group, no Ray call
+        gen_opts, learner_opts = self.placements.trainers(0 if generators else cfg.rollout.num_generators)
         shared: dict = {}
-        rw = cfg.reward
-        self.router = RewardRouter(build_sources(rw, rw.training_sources(), res.verifier_cpus, shared))
+        rw, where = cfg.reward, self.placements
+        self.router = RewardRouter(build_sources(rw, rw.training_sources(), res.verifier_cpus, shared, where))
         self.eval_router = (self.router if rw.eval is None else
-                            RewardRouter(build_sources(rw, rw.eval_sources(), res.verifier_cpus, shared)))
+                            RewardRouter(build_sources(rw, rw.eval_sources(), res.verifier_cpus, shared, where)))
         self.verified = any(s.type in ("math", "code", "exact") for s in rw.training_sources())  # `accuracy` = share passed
         self.train_rows = read_rows(cfg.data.train_path, check=self.router.row_problem)
         self.eval_rows = read_rows(cfg.data.eval_path, check=self.eval_router.row_problem)[: cfg.logging.eval_size]
         self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)
         self.owns_generators = generators is None
         self.generators = generators or [
-            RolloutGenerator.options(num_cpus=res.generator_cpus, num_gpus=res.generator_gpus).remote(
-                model_dir, cfg.seed + rank, cfg.rollout.max_model_len, res.threads_per_actor)
-            for rank in range(cfg.rollout.num_generators)
+            RolloutGenerator.options(**opts).remote(model_dir, cfg.seed + rank, cfg.rollout.max_model_len,
+                                                    res.threads_per_actor)
+            for rank, opts in enumerate(gen_opts)
         ]
-        self.learner = Learner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus).remote(
+        self.learner = Learner.options(**learner_opts).remote(
             model_dir, update_settings(cfg), res.threads_per_actor)
         self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
                                     cfg.logging.parity_tol)
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name,
+                                  make_loggers(cfg.logging, run_dir, run_dir.name, cfg.model_dump(mode="json")))
         self.version = 0
 
     def _probe_ids(self, model_dir: str) -> list[int]:
@@ -159,9 +167,16 @@ class Controller:
         """Requests from `threefold scale`: RUN_DIR/scale.json (when it changed) and the control actor."""
         in_file = read_request(self.run_dir)
         for key, size in merge_requests(in_file, self.scale_seen, self.control.take()).items():
+            if key in self.router.serve_apps():  # its replicas follow the app's autoscaling config
+                log.warning("scale request %s=%d refused: Serve application(s) %s score %s; change min_replicas/"
+                            "max_replicas in the Serve config and run `threefold serve` again", key, size,
+                            ", ".join(self.router.serve_apps()[key]), key)
             if key not in self.router.sizes():
                 log.warning("scale request %s=%d ignored: this run has no %s pool", key, size, key)
-            self.router.resize(key, size)
+            try:
+                self.router.resize(key, size)
+            except PlacementError as e:  # a growth nobody can place must not stop the run
+                log.warning("scale request %s=%d not applied: %s", key, size, e)
         self.scale_seen = in_file
 
     def pool_sizes(self) -> dict[str, int]:
@@ -179,7 +194,7 @@ class Controller:
         self.version += 1
         self.sync.push(self.version)
         record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version,
-                  **self.router.sizes(), "samples": len(batch), **sampling}
+                  **self.router.sizes(), "pools": {**self.pool_sizes(), "learner": 1}, "samples": len(batch), **sampling}
         if not self.cfg.algorithm.dynamic_sampling.enabled:
             del record["groups_dropped"], record["extra_rounds"]
         if step % self.cfg.logging.parity_every == 0:
@@ -246,11 +261,14 @@ class Controller:
         finished is marked failed, so its name is free for the next run."""
         if self.control.status.get("state") == "running":
             self.control.close("failed", "shut down before the run finished")
+        if hasattr(self, "metrics"):
+            self.metrics.close()
         sources = self.router.sources + [s for s in self.eval_router.sources if s not in self.router.sources]
         for src in sources:
             src.close()  # a pool shared by several sources is killed once; killing twice is harmless
         for actor in [self.learner] + (self.generators if self.owns_generators else []):
             ray.kill(actor)
+        self.placements.close()
 
 
 def merge_source_metrics(old: dict | None, new: dict) -> dict:

@@ -38,7 +38,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "write one verdict per row, in input order.")
     p.add_argument("input", help="JSONL rows: {\"id\", \"prompt\", \"response_a\", \"response_b\"}")
     p.add_argument("-o", "--output", required=True, help="output JSONL: {id, winner, p_a, votes}")
-    p.add_argument("--judges", required=True, help="judges YAML (see configs/judges-example.yaml)")
+    p.add_argument("--judges", help="judges YAML (see configs/judges-example.yaml)")
+    p.add_argument("--url", help="instead of --judges: a Serve judges app, e.g. http://HOST:8000/judges (threefold "
+                                 "serve deploy/serve.yaml); rows of a failed request abstain with an error")
     p.add_argument("--pairs", help="also write (id, prompt, chosen, rejected, p_chosen) pairs as Parquet")
     p.add_argument("--metrics", help="also write per-judge metrics as JSON")
     p.add_argument("--batch", type=int, default=256, help="rows judged at once (default 256); each judge's "
@@ -204,8 +206,11 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from rewards.judge.ensemble import JudgeEnsemble
     from rewards.judge.metrics import format_principles, format_table, principle_summary
 
+    if bool(args.judges) == bool(args.url):
+        print("error: give either --judges YAML or --url http://HOST:8000/judges", file=sys.stderr)
+        return 2
     try:
-        cfg = load_judges(args.judges)
+        cfg = load_judges(args.judges) if args.judges else None
         rows = read_rows(args.input)
     except JudgesConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -213,6 +218,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: cannot read {args.input}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.url:
+        return _judge_over_http(args, rows)
     problems = _missing_keys(cfg) + ([] if args.batch >= 1 else ["--batch must be at least 1"])
     if problems:
         print("error: " + "\n  ".join(problems), file=sys.stderr)
@@ -250,3 +257,37 @@ def _report(records: list[dict], pairs: list, table: str, args: argparse.Namespa
           f"{len(bad)} bad rows; output: {args.output}" + (f"; {len(pairs)} pairs: {args.pairs}" if args.pairs else ""),
           file=sys.stderr)
     print(table, file=sys.stderr)
+
+
+class _Served:
+    """A Serve judges app over HTTP in place of a local ensemble: `judge_pairs` as JudgeEnsemble's."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    async def judge_pairs(self, rows: list) -> list:
+        from cluster.serve_pools import post_chunks
+
+        lost = lambda reason, i: {"winner": "abstain", "p_a": None, "votes": [], "error": reason}  # noqa: E731
+        got = await asyncio.to_thread(post_chunks, self.url, {"pairs": [list(r) for r in rows]}, "verdicts", lost)
+        return [_Verdict(g) for g in got]
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Verdict:
+    def __init__(self, record: dict):
+        self.record = record
+
+    def to_dict(self) -> dict:
+        return self.record
+
+
+def _judge_over_http(args: argparse.Namespace, rows: list) -> int:
+    with open(args.output, "w", encoding="utf-8") as out:
+        records, pairs = asyncio.run(judge_rows(_Served(args.url), rows, out, max(1, args.batch)))
+    if args.pairs:
+        write_pairs(args.pairs, pairs)
+    _report(records, pairs, f"(per-judge metrics are the Serve app's; judged by {args.url})", args)
+    return 0

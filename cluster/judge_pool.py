@@ -13,6 +13,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.judge import REWARDS, JudgeActor
+from cluster.placement import Placements
 from rewards.judge.ensemble import PairVerdict, summarise
 from rewards.judge.config import EnsembleConfig
 from rewards.judge.metrics import JudgeStats
@@ -32,8 +33,9 @@ def _shards(n_items: int, n_actors: int) -> list[range]:
 class JudgePool:
     """`size` JudgeActors (default: config.pool.size), each with `config.pool.num_cpus` Ray CPUs."""
 
-    def __init__(self, config: EnsembleConfig, size: int | None = None):
+    def __init__(self, config: EnsembleConfig, size: int | None = None, placement: Placements | None = None):
         self.config = config
+        self.place = (placement or Placements()).role("judges", config.pool.num_cpus)
         self.actors: list = []
         self._pending: dict[str, JudgeStats] = {}  # counts of actors removed since the last step_stats
         self._taken: dict[str, JudgeStats] = {}  # counts already handed out by step_stats
@@ -43,8 +45,8 @@ class JudgePool:
     def size(self) -> int:
         return len(self.actors)
 
-    def _spawn(self, share: int):
-        return JudgeActor.options(num_cpus=self.config.pool.num_cpus).remote(self.config, share)
+    def _spawn(self, options: dict, share: int):
+        return JudgeActor.options(**options).remote(self.config, share)
 
     def resize(self, size: int) -> None:
         """Grow or shrink between steps; a removed actor's metrics are kept in the pool's totals."""
@@ -53,7 +55,7 @@ class JudgePool:
         for actor in self.actors[size:]:
             self._retire(actor)
         self.actors = self.actors[:size]
-        self.actors += [self._spawn(size) for _ in range(size - len(self.actors))]
+        self.actors += self.place.add(size - len(self.actors), lambda o: self._spawn(o, size))
         ray.get([a.set_share.remote(size) for a in self.actors])
 
     def _retire(self, actor) -> None:
@@ -62,6 +64,7 @@ class JudgePool:
         except RayActorError:
             pass  # its counts died with it
         ray.kill(actor)
+        self.place.drop(actor)
 
     def _call(self, method: str, lead: tuple, columns: Sequence[list], shards: list[list[int]]) -> list:
         """Run `method(*lead, *shard columns)` on each shard (one per actor); results in input order.
@@ -82,7 +85,7 @@ class JudgePool:
             return ray.get(ref)
         except RayActorError as e:
             log.warning("judge actor lost (%s); retrying its share on a new actor", type(e).__name__)
-            fresh = self._spawn(self.size)
+            fresh = self.place.replace(actor, lambda o: self._spawn(o, self.size))
             self.actors[self.actors.index(actor)] = fresh
             try:
                 return ray.get(getattr(fresh, method).remote(*args))
@@ -137,6 +140,7 @@ class JudgePool:
         for a in self.actors:
             ray.kill(a)
         self.actors = []
+        self.place.close()
 
 
 def _merge(a: dict[str, JudgeStats], b: dict[str, JudgeStats]) -> dict[str, JudgeStats]:

@@ -7,13 +7,17 @@ import time
 import ray
 
 from actors.judge_server import JudgeServer
+from cluster.placement import Placements
 from rewards.judge.config import EnsembleConfig
 
 
-def start_served(config: EnsembleConfig) -> tuple[EnsembleConfig, dict]:
-    """(the config with every served judge's base_url filled in, {judge name: server actor})."""
-    actors = {j.name: JudgeServer.options(num_cpus=j.serve.num_cpus, num_gpus=j.serve.num_gpus).remote(j.serve, j.model)
-              for j in config.judges if j.serve is not None}
+def start_served(config: EnsembleConfig, placement: Placements | None = None) -> tuple[EnsembleConfig, dict]:
+    """(the config with every served judge's base_url filled in, {judge name: server actor}). With
+    resources.placement.judge_servers, the servers share one placement group (the run removes it)."""
+    place = placement or Placements()
+    served = [j for j in config.judges if j.serve is not None]
+    options = place.group([place.spec("judge_servers", j.serve.num_cpus, j.serve.num_gpus) for j in served])
+    actors = {j.name: JudgeServer.options(**o).remote(j.serve, j.model) for j, o in zip(served, options)}
     try:
         urls = dict(zip(actors, ray.get([a.ready.remote() for a in actors.values()])))
     except Exception:

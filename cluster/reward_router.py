@@ -80,15 +80,20 @@ class RewardRouter:
                 "per_second": len(idx) / seconds if seconds > 0 else None,
                 "statuses": statuses, **extra}
 
-    def pools(self) -> dict[str, list]:
-        """Resizable pools by the name `threefold scale` uses: verifiers, rm, judges."""
+    def pools(self, served: bool = False) -> dict[str, list]:
+        """Resizable pools by the name `threefold scale` uses: verifiers, rm, judges; with `served`,
+        the Serve-application pools instead (cluster/serve_pools.py), which their Serve config scales."""
         out: dict[str, list] = {"verifiers": [], "rm": [], "judges": []}
         for src in self.sources:
             key = {"math": "verifiers", "code": "verifiers", "exact": "verifiers", "rm": "rm",
                    "judge": "judges"}.get(src.cfg.type)
-            if key and src.pool not in out[key]:
+            if key and bool(getattr(src.pool, "serve_app", None)) == served and src.pool not in out[key]:
                 out[key].append(src.pool)
         return out
+
+    def serve_apps(self) -> dict[str, list[str]]:
+        """{pool kind: the Serve applications that score it}, for kinds some Serve app scores."""
+        return {k: sorted({p.serve_app for p in pools}) for k, pools in self.pools(served=True).items() if pools}
 
     def resize(self, key: str, size: int) -> bool:
         """Resize every pool of one kind; False when this run has none or it already has that size."""
@@ -100,7 +105,9 @@ class RewardRouter:
         return changed
 
     def sizes(self) -> dict[str, int]:
-        return {k: len(p[0].actors) for k, p in self.pools().items() if p}
+        """Actors per pool kind; for a kind only Serve apps score, their running replicas."""
+        served = {k: sum(p.replicas() for p in pools) for k, pools in self.pools(served=True).items() if pools}
+        return {**served, **{k: len(p[0].actors) for k, p in self.pools().items() if p}}
 
 
 def _timed(src: Source, samples: list[Sample]) -> tuple[list[RewardResult], float]:

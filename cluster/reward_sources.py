@@ -87,7 +87,8 @@ class CodeSource(Source):
 
     def extra_metrics(self) -> dict:
         # the sandbox mode every verifier actor runs in: it must stay the strongest available
-        modes = sorted({i["mode"] for i in ray.get([a.info.remote() for a in self.pool.actors])})
+        modes = (self.pool.sandbox_modes() if hasattr(self.pool, "sandbox_modes") else  # a Serve app's replicas
+                 sorted({i["mode"] for i in ray.get([a.info.remote() for a in self.pool.actors])}))
         return {"pass_rate": self.passed / max(self.programs, 1), "sandbox_mode": ",".join(modes)}
 
 
@@ -140,12 +141,13 @@ class ExactSource(Source):
 
 
 class RMSource(Source):
-    def __init__(self, cfg: SourceConfig):
+    def __init__(self, cfg: SourceConfig, placement=None):
         super().__init__(cfg)
         from cluster.rm_pool import RewardModelPool
         from rewards.rm.scorer import RunningNorm
 
-        self.pool = RewardModelPool(str(cfg.model_dir.resolve()), cfg.scorers, cfg.batch_size, cfg.cpus, cfg.gpus)
+        self.pool = RewardModelPool(str(cfg.model_dir.resolve()), cfg.scorers, cfg.batch_size, cfg.cpus, cfg.gpus,
+                                    placement=placement)
         self.norm = RunningNorm() if cfg.normalize else None
 
     def score(self, samples):
@@ -160,15 +162,15 @@ class RMSource(Source):
 
 
 class JudgeSource(Source):
-    def __init__(self, cfg: SourceConfig):
+    def __init__(self, cfg: SourceConfig, placement=None):
         super().__init__(cfg)
         from cluster.judge_cmd import load_judges
         from cluster.judge_pool import JudgePool
         from cluster.judge_servers import start_served
 
         self.needs = ("reference",) if cfg.judge_mode == "reference" else ()
-        config, self.servers = start_served(load_judges(cfg.judges))
-        self.pool = JudgePool(config)
+        config, self.servers = start_served(load_judges(cfg.judges), placement)
+        self.pool = JudgePool(config, placement=placement)
         self.neutralised = 0
 
     def score(self, samples):
@@ -235,11 +237,17 @@ def load_function(spec: str) -> Callable:
 
 
 def build_sources(reward: RewardConfig, sources: list[SourceConfig], verifiers_cpus: float,
-                  shared: dict | None = None) -> list[Source]:
-    """Sources for `sources`; the verifier pool (math, code and exact) is made once and kept in `shared`."""
+                  shared: dict | None = None, placement=None) -> list[Source]:
+    """Sources for `sources`; the verifier pool (math, code and exact) is made once and kept in `shared`.
+    `placement` (cluster.placement.Placements) says where the pools' actors go; None: plain scheduling."""
     shared = {} if shared is None else shared
     out: list[Source] = []
     for cfg in sources:
+        if cfg.serve_app:  # a Serve application scores it (cluster/serve_pools.py)
+            from cluster.serve_pools import serve_source
+
+            out.append(serve_source(cfg, shared))
+            continue
         if cfg.type in VERIFIED:
             if "verifiers" not in shared:
                 from cluster.verifier_pool import VerifierPool
@@ -248,8 +256,10 @@ def build_sources(reward: RewardConfig, sources: list[SourceConfig], verifiers_c
                 shared["verifiers"] = VerifierPool(reward.verifiers, reward.sandbox_slots,
                                                    VerifySettings(math_timeout_s=reward.timeout_s,
                                                                   all_or_nothing=reward.all_or_nothing), reward.isolation,
-                                                   num_cpus=verifiers_cpus, pids_cgroup=reward.pids_cgroup)
+                                                   num_cpus=verifiers_cpus, pids_cgroup=reward.pids_cgroup,
+                                                   placement=placement)
             out.append({"math": MathSource, "code": CodeSource, "exact": ExactSource}[cfg.type](cfg, shared["verifiers"]))
         else:
-            out.append({"rm": RMSource, "judge": JudgeSource, "rule": RuleSource}[cfg.type](cfg))
+            out.append(RuleSource(cfg) if cfg.type == "rule" else
+                       {"rm": RMSource, "judge": JudgeSource}[cfg.type](cfg, placement))
     return out

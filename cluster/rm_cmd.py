@@ -24,7 +24,9 @@ def register(sub) -> None:
     s = cmds.add_parser("score", help="score JSONL rows {prompt, response} with a trained reward model")
     s.add_argument("input", help="JSONL rows with `prompt` and `response` strings (other fields are kept)")
     s.add_argument("-o", "--output", required=True, help="output JSONL: each input row plus `reward` and `status`")
-    s.add_argument("--model", required=True, help="reward-model directory (what `rm train` wrote: RUN/model)")
+    s.add_argument("--model", help="reward-model directory (what `rm train` wrote: RUN/model)")
+    s.add_argument("--url", help="instead of --model: a Serve rm app, e.g. http://HOST:8000/rm (threefold serve "
+                                 "deploy/serve.yaml); a batch whose request fails gets status error")
     s.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     s.add_argument("--normalize", action="store_true",
                    help="also write `reward_z`: the reward standardised with the training pairs' mean and std")
@@ -141,10 +143,11 @@ def write_rm_report(out: Path, history: list[dict], meta: dict, wall_s: float) -
 def cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rewards.rm.scorer import RMScorer
-
+    if bool(args.model) == bool(args.url):
+        print("error: give either --model DIR or --url http://HOST:8000/rm", file=sys.stderr)
+        return 2
     try:
-        scorer = RMScorer(args.model, args.batch_size)
+        score, meta = _scorer(args)
         with open(args.input, encoding="utf-8") as f:
             lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
     except (OSError, ValueError) as e:
@@ -159,11 +162,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         if not isinstance(row, dict):
             row = {"__error__": f"{args.input}:{n}: row must be a JSON object"}
         rows.append(row)
-    mean, std = scorer.meta.get("score_mean", 0.0), scorer.meta.get("score_std") or 1.0
+    mean, std = meta.get("score_mean", 0.0), meta.get("score_std") or 1.0
     with open(args.output, "w") as out, tqdm(total=len(rows), desc="rm score", unit="row", file=sys.stderr) as bar:
         for i in range(0, len(rows), args.batch_size):
             chunk = rows[i:i + args.batch_size]
-            results = scorer.score([r.get("prompt") for r in chunk], [r.get("response") for r in chunk])
+            results = score([r.get("prompt") for r in chunk], [r.get("response") for r in chunk])
             for row, res in zip(chunk, results):
                 rec = {k: v for k, v in row.items() if k != "__error__"}
                 rec.update(reward=res.score, status=res.status)
@@ -176,3 +179,26 @@ def cmd_score(args: argparse.Namespace) -> int:
             bar.update(len(chunk))
     print(f"rm score: {len(rows) - bad} scored, {bad} errors; output: {args.output}", file=sys.stderr)
     return 0
+
+
+def _scorer(args: argparse.Namespace):
+    """(score(prompts, responses) → RewardResults, the model's meta: training score mean and std)."""
+    if args.model:
+        from rewards.rm.scorer import RMScorer
+
+        scorer = RMScorer(args.model, args.batch_size)
+        return scorer.score, scorer.meta
+    import urllib.request
+
+    from cluster.serve_pools import post_chunks
+    from rewards.types import ERROR, RewardResult
+
+    with urllib.request.urlopen(args.url, timeout=60) as r:  # GET: the app's info, with the model's meta
+        meta = json.loads(r.read()).get("meta") or {}
+
+    def score(prompts, responses):
+        lost = lambda reason, i: {"score": 0.0, "status": ERROR, "detail": {"error": reason}}  # noqa: E731
+        got = post_chunks(args.url, {"prompts": prompts, "responses": responses}, "results", lost,
+                          chunk=args.batch_size)
+        return [RewardResult(g["score"], g["status"], g.get("detail") or {}) for g in got]
+    return score, meta

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from actors.rm_scorer import RewardModelScorer
 from cluster.actor_pool import ActorPool
+from cluster.placement import Placements
 from rewards.types import ERROR, RewardResult
 
 
@@ -11,13 +12,14 @@ class RewardModelPool(ActorPool):
     `num_gpus` GPUs on a cluster). A batch is cut into chunks of `batch_size` samples spread over them."""
 
     def __init__(self, model_dir: str, size: int = 1, batch_size: int = 64, num_cpus: float = 0.25,
-                 num_gpus: float = 0.0, threads: int = 1, max_retries: int = 2):
+                 num_gpus: float = 0.0, threads: int = 1, max_retries: int = 2, placement: Placements | None = None):
         self.model_dir, self.batch_size, self.threads = model_dir, batch_size, threads
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
-        super().__init__("reward-model", self._spawn, size, max_retries)
+        where = (placement or Placements()).role("reward_models", num_cpus, num_gpus)
+        super().__init__("reward-model", self._spawn, size, where, max_retries)
 
-    def _spawn(self):
-        return RewardModelScorer.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus).remote(
+    def _spawn(self, options: dict):
+        return RewardModelScorer.options(**options).remote(
             self.model_dir, self.batch_size, self.threads)
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RewardResult]:

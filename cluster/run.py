@@ -48,7 +48,8 @@ def check_capacity(cfg: RunConfig) -> None:
 
     have = ray.cluster_resources().get("CPU", 0.0)
     rw = cfg.reward
-    sources = rw.training_sources() + (rw.eval or [])
+    # sources a Serve application scores start no actors of the run's
+    sources = [s for s in rw.training_sources() + (rw.eval or []) if not s.serve_app]
     verifiers = rw.verifiers if any(s.type in ("math", "code", "exact") for s in sources) else 0
     reward_cpus = sum(s.cpus * s.scorers for s in sources if s.type == "rm") + judge_cpus(sources)
     need = cfg.resources.cpus_needed(cfg.rollout.num_generators, verifiers, reward_cpus)

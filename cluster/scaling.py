@@ -92,6 +92,12 @@ def scale_run(run: str, address: str | None, want: dict[str, int]) -> int:
             actor, status = answering(run, used)
             if status.get("state") != "running":
                 raise ControlError(f"run {run!r} has {status.get('state')}; there is nothing to resize")
+            served = {k: v for k, v in (status.get("serve_apps") or {}).items() if k in want}
+            if served:  # its replicas follow the application's autoscaling, not the run
+                key, apps = next(iter(served.items()))
+                raise ControlError(f"run {run!r} scores {key} with the Serve application(s) {', '.join(apps)}: "
+                                   "change min_replicas/max_replicas in the Serve config and run `threefold serve "
+                                   "CONFIG --app NAME` again")
             pools = status.get("pools") or {}
             missing = [k for k in want if pools.get("generators") and not pools.get(k)]
             if missing:  # known once the run has built its pools (it has generators then)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from actors.verifier import Verifier
 from cluster.actor_pool import ActorPool
+from cluster.placement import Placements
 from rewards.code.sandbox import UID_BASE, UIDS_PER_SLOT
 from rewards.types import ERROR, RewardResult
 from rewards.verify import VerifySettings
@@ -17,15 +18,17 @@ class VerifierPool(ActorPool):
     sandboxes on one node never share a uid."""
 
     def __init__(self, size: int, slots: int, settings: VerifySettings = VerifySettings(),
-                 isolation: str = "auto", num_cpus: float = 0.25, max_retries: int = 2, pids_cgroup: bool = False):
+                 isolation: str = "auto", num_cpus: float = 0.25, max_retries: int = 2, pids_cgroup: bool = False,
+                 placement: Placements | None = None):
         self.settings, self.slots, self.isolation, self.pids_cgroup = settings, slots, isolation, pids_cgroup
         self.num_cpus = num_cpus
         self._uid_blocks = itertools.count()
-        super().__init__("verifier", self._spawn, size, max_retries)
+        where = (placement or Placements()).role("verifiers", num_cpus)
+        super().__init__("verifier", self._spawn, size, where, max_retries)
 
-    def _spawn(self):
+    def _spawn(self, options: dict):
         uid_base = UID_BASE + self.slots * UIDS_PER_SLOT * next(self._uid_blocks)
-        return Verifier.options(num_cpus=self.num_cpus, max_concurrency=max(8, 2 * self.slots)).remote(
+        return Verifier.options(**options, max_concurrency=max(8, 2 * self.slots)).remote(
             self.settings, self.slots, self.isolation, uid_base, self.pids_cgroup)
 
     def verify(self, rows: list[dict], chunk: int = 4, on_done: Callable[[int], None] | None = None) -> list[dict]:

@@ -50,6 +50,9 @@ def register(sub) -> None:
     p.add_argument("--knowledge", metavar="FILE",
                    help="knowledge file (JSONL or Parquet of {key, answers}) for exact rows that give a key and no 'knowledge'")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (default: local)")
+    p.add_argument("--url", help="send the rows to a Serve verifiers app instead of starting actors, e.g. "
+                                 "http://HOST:8000/verifiers (threefold serve deploy/serve.yaml); its args decide "
+                                 "isolation and limits, so --workers/--actors/--isolation do not apply")
     p.set_defaults(fn=cmd_verify)
 
 
@@ -68,20 +71,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     rows = [with_knowledge(r, args.knowledge) for r in rows]
-    import ray
     from tqdm import tqdm
 
-    from cluster.run import init_ray
-    from cluster.verifier_pool import VerifierPool
-
-    init_ray(args.address, quiet=True)
-    slots = max(1, math.ceil(args.workers / args.actors))
-    pool = VerifierPool(args.actors, slots, VerifySettings(all_or_nothing=args.all_or_nothing), args.isolation,
-                        pids_cgroup=args.pids_cgroup)
     bad = {i: invalid(None, r["__invalid__"]) for i, r in enumerate(rows) if isinstance(r, dict) and "__invalid__" in r}
     todo = [i for i in range(len(rows)) if i not in bad]
     with tqdm(total=len(rows), desc="verify", unit="row", file=sys.stderr, initial=len(bad)) as bar:
-        got = pool.verify([rows[i] for i in todo], on_done=bar.update)
+        got = (_over_http if args.url else _with_actors)(args, [rows[i] for i in todo], bar.update)
     results = dict(bad) | dict(zip(todo, got))
     lines = "".join(json.dumps(results[i]) + "\n" for i in range(len(rows)))
     if args.output == "-":
@@ -93,5 +88,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for r in results.values():
         summary[r["status"]] = summary.get(r["status"], 0) + 1
     print("verify: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items())), file=sys.stderr)
-    ray.shutdown()
     return 0
+
+
+def _with_actors(args: argparse.Namespace, rows: list, on_done) -> list[dict]:
+    import ray
+
+    from cluster.run import init_ray
+    from cluster.verifier_pool import VerifierPool
+
+    init_ray(args.address, quiet=True)
+    slots = max(1, math.ceil(args.workers / args.actors))
+    pool = VerifierPool(args.actors, slots, VerifySettings(all_or_nothing=args.all_or_nothing), args.isolation,
+                        pids_cgroup=args.pids_cgroup)
+    try:
+        return pool.verify(rows, on_done=on_done)
+    finally:
+        ray.shutdown()
+
+
+def _over_http(args: argparse.Namespace, rows: list, on_done) -> list[dict]:
+    """Rows to a Serve verifiers app; the rows of a request that failed get status sandbox_error."""
+    from cluster.serve_pools import post_chunks
+
+    def lost(reason: str, i: int) -> dict:
+        return {**invalid(rows[i].get("id") if isinstance(rows[i], dict) else None, reason), "status": "sandbox_error"}
+    return post_chunks(args.url, {"rows": rows}, "verdicts", lost, on_done=on_done)

@@ -8,6 +8,8 @@ Input rows: {"id", "kind": "code", "program", "tests", "limits"?}, {"id", "kind"
 """
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import time
 from dataclasses import dataclass, replace
@@ -128,6 +130,29 @@ def verify_row(row, sandbox: Sandbox, checker: MathChecker, settings: VerifySett
     return {"id": row_id, "reward": verdict.reward(settings.all_or_nothing), "passed": verdict.passed,
             "total": verdict.total, "status": verdict.status, "cases": verdict.cases,
             "elapsed_s": time.perf_counter() - start}
+
+
+class VerifierCore:
+    """What a verifier actor or a Serve verifier replica holds: a sandbox with `slots` concurrent
+    programs, a math checker and the settings; rows run concurrently, verdicts in input order."""
+
+    def __init__(self, settings: VerifySettings, slots: int, isolation: str, uid_base: int, pids_cgroup: bool = False):
+        self.settings = settings
+        self.sandbox = Sandbox(isolation, slots=slots, uid_base=uid_base, pids_cgroup=pids_cgroup)
+        self.checker = MathChecker(timeout_s=settings.math_timeout_s)
+        self.rows_done = 0
+
+    async def verify(self, rows: list) -> list[dict]:
+        out = await asyncio.gather(*(asyncio.to_thread(verify_row, r, self.sandbox, self.checker, self.settings)
+                                     for r in rows))
+        self.rows_done += len(rows)
+        return list(out)
+
+    async def score(self, responses: list[str], answers: list[str]) -> list:
+        return await asyncio.to_thread(self.checker.score, responses, answers)
+
+    def info(self) -> dict:
+        return {"mode": self.sandbox.mode, "pid": os.getpid(), "rows_done": self.rows_done}
 
 
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.DOTALL)

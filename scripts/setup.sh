@@ -20,7 +20,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 echo "[setup] installing packages into .venv (first time: ~3-5 min)"
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[cpu,dev]"
+.venv/bin/pip install -q -e ".[cpu,dev,loggers]"
 .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -c "import transformers, torch, vllm, ray" >/dev/null
 echo "$want" > "$stamp"

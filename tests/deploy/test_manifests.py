@@ -41,6 +41,11 @@ def rayjob():
 
 
 @pytest.fixture(scope="module")
+def rayservice():
+    return load("deploy/kuberay/rayservice.yaml")
+
+
+@pytest.fixture(scope="module")
 def launcher():
     return load("deploy/cluster-launcher.yaml")
 
@@ -83,8 +88,9 @@ def run_config(rayjob, tmp_path_factory):
         os.chdir(cwd)
 
 
-def cluster_specs(raycluster, rayjob):
-    return [("RayCluster", raycluster["spec"]), ("RayJob", rayjob["spec"]["rayClusterSpec"])]
+def cluster_specs(raycluster, rayjob, rayservice=None):
+    return [("RayCluster", raycluster["spec"]), ("RayJob", rayjob["spec"]["rayClusterSpec"])] + \
+        ([("RayService", rayservice["spec"]["rayClusterConfig"])] if rayservice else [])
 
 
 def groups(spec) -> dict:
@@ -119,7 +125,8 @@ def ray_version(dockerfile: str) -> str:
 # --- KubeRay -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rel, kind", [("deploy/kuberay/raycluster.yaml", "RayCluster"),
-                                       ("deploy/kuberay/rayjob.yaml", "RayJob")])
+                                       ("deploy/kuberay/rayjob.yaml", "RayJob"),
+                                       ("deploy/kuberay/rayservice.yaml", "RayService")])
 def test_kuberay_header(rel, kind):
     doc = load(rel)
     assert doc["apiVersion"] == "ray.io/v1"
@@ -141,6 +148,28 @@ def test_cluster_specs_have_head_and_the_three_groups(raycluster, rayjob):
 
 def test_rayjob_cluster_equals_raycluster(raycluster, rayjob):
     assert rayjob["spec"]["rayClusterSpec"] == raycluster["spec"]
+
+
+def test_rayservice_runs_deploy_serve_yaml_on_the_raycluster(raycluster, rayservice):
+    """Same cluster spec, serveConfigV2 = deploy/serve.yaml, its builders exist, its custom resources
+    are the worker groups' markers, and the head exposes the Serve HTTP port."""
+    spec = rayservice["spec"]
+    assert spec["rayClusterConfig"] == raycluster["spec"]
+    serve = yaml.safe_load(spec["serveConfigV2"])
+    assert serve == load("deploy/serve.yaml")
+    apps = {a["name"]: a for a in serve["applications"]}
+    assert set(apps) == {"verifiers", "rm", "judges"}
+    builders = (DEPLOY / "serve_apps.py").read_text()
+    for name, app in apps.items():
+        module, _, fn = app["import_path"].partition(":")
+        assert module == "deploy.serve_apps" and re.search(rf"^def {fn}\(", builders, re.M), name
+        assert app["route_prefix"] == f"/{name}"
+        for dep in app["deployments"]:
+            assert set(dep["ray_actor_options"].get("resources", {})) <= set(MARKERS.values()), name
+    assert apps["verifiers"]["deployments"][0]["ray_actor_options"]["resources"] == {MARKERS[VERIFIERS]: 0.01}
+    assert apps["judges"]["deployments"][0]["ray_actor_options"]["resources"] == {MARKERS[JUDGES]: 0.01}
+    head = raycluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"containerPort": serve["http_options"]["port"], "name": "serve"} in head["ports"]
 
 
 def test_head_takes_no_work_and_serves_the_dashboard(raycluster):
@@ -257,8 +286,8 @@ def test_launcher_mirrors_kuberay(launcher, raycluster):
 
 # --- everything together -------------------------------------------------------------------------
 
-def test_one_image_everywhere(raycluster, rayjob, launcher, dockerfile):
-    images = {c["image"] for _, spec in cluster_specs(raycluster, rayjob) for c in containers(spec)}
+def test_one_image_everywhere(raycluster, rayjob, rayservice, launcher, dockerfile):
+    images = {c["image"] for _, spec in cluster_specs(raycluster, rayjob, rayservice) for c in containers(spec)}
     images |= {c["image"] for c in rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"]}
     docker = launcher["docker"]
     images |= {docker[k] for k in ("image", "head_image", "worker_image") if k in docker}
@@ -316,6 +345,36 @@ def test_run_config_passes_the_capacity_check_at_minimum_size(run_config, rayclu
     assert have >= need
 
 
+ROLE_GROUPS = {"verifiers": VERIFIERS, "judges": JUDGES, "reward_models": JUDGES}  # the group meant for a role
+
+
+def test_run_config_custom_resources_match_the_manifests(run_config, raycluster, launcher):
+    """resources.custom asks only for markers the node groups declare, each role for its own group's
+    marker, in amounts a node holds; a verifier's CPUs fit one verifier node; nothing is pinned to the
+    gpu nodes or the head."""
+    res, gs, types = run_config.resources, groups(raycluster["spec"]), launcher["available_node_types"]
+    assert {role: set(wants) for role, wants in res.custom.items()} == {
+        role: {MARKERS[group]} for role, group in ROLE_GROUPS.items()}
+    for role, wants in res.custom.items():
+        group = ROLE_GROUPS[role]
+        assert getattr(res.placement, role) is not None, role  # the schema insists; the test says why it matters
+        for name, amount in wants.items():
+            assert 0 < amount <= start_resources(gs[group])[name] == types[group]["resources"][name], (role, name)
+    verifier_node = quantity(gs[VERIFIERS]["rayStartParams"]["num-cpus"])
+    assert res.verifier_cpus <= verifier_node == types[VERIFIERS]["resources"]["CPU"]
+    for name in (GPU, launcher["head_node_type"]):
+        assert not {k for wants in res.custom.values() for k in wants} & set(types[name]["resources"]), name
+
+
+def test_run_config_places_the_trainers_on_the_gpu_group(run_config, raycluster):
+    """generators and learner share one PACK group: at the configured size it fits one gpu node."""
+    res, n = run_config.resources, run_config.rollout.num_generators
+    assert res.placement.generators == res.placement.learner == "PACK"
+    gpu = groups(raycluster["spec"])[GPU]["rayStartParams"]
+    assert n * res.generator_gpus + res.learner_gpus <= int(gpu["num-gpus"])
+    assert n * res.generator_cpus + res.learner_cpus <= quantity(gpu["num-cpus"])
+
+
 def test_readme_covers_every_deploy_file():
     readme = (DEPLOY / "README.md").read_text()
     for path in sorted(DEPLOY.rglob("*")):
@@ -342,6 +401,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 @pytest.mark.parametrize("rel", ["deploy/kuberay/raycluster.yaml", "deploy/kuberay/rayjob.yaml",
+                                 "deploy/kuberay/rayservice.yaml", "deploy/serve.yaml",
                                  "deploy/cluster-launcher.yaml", "configs/cluster-gpu.yaml"])
 def test_no_duplicate_keys(rel):
     """safe_load keeps the last of two equal keys, so a pasted second `resources:` would pass silently."""

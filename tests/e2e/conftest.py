@@ -1,4 +1,8 @@
 """One Ray cluster, one set of demo assets and one pair of vLLM engines for every e2e run."""
+import re
+import time
+import urllib.request
+
 import pytest
 import ray
 
@@ -12,7 +16,9 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # metrics reach the Prometheus endpoint within a second (default: every 10 s)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": 1000})
     yield
     ray.shutdown()
 
@@ -25,3 +31,31 @@ def generators(ray_cluster, assets):
             for rank in range(2)]
     ray.get([g.get_version.remote() for g in gens])
     return gens
+
+
+@pytest.fixture(scope="session")
+def prometheus(ray_cluster):
+    """prometheus(run, names) → the run's threefold metrics as the cluster's Prometheus endpoint shows them."""
+    return prometheus_values
+
+
+def prometheus_values(run: str, names: tuple[str, ...], wait_s: float = 30.0) -> dict:
+    """{(metric, tags without run): value} for this run's ray_threefold_* samples, scraped from the
+    local node's Prometheus endpoint; waits until every metric in `names` has appeared."""
+    node = next(n for n in ray.nodes() if n["Alive"])
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    line = re.compile(r'^ray_(threefold_\w+?)(?:_bucket|_count|_sum)?\{(.*)\} (\S+)$')
+    deadline, got = time.monotonic() + wait_s, {}
+    while True:
+        got = {}
+        for text in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+            m = line.match(text)
+            if not m:
+                continue
+            tags = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            if tags.get("run") == run:
+                keep = tuple(sorted((k, v) for k, v in tags.items() if k in ("pool", "source", "phase", "status", "mode", "judge")))
+                got[(m.group(1), keep)] = float(m.group(3))
+        if all(any(n == k[0] for k in got) for n in names) or time.monotonic() > deadline:
+            return got
+        time.sleep(1.0)

@@ -72,6 +72,15 @@ def test_rlhf_run_trains_against_the_scorer_pool(rlhf):
     assert 0.0 <= summary["eval_accuracy_end"] <= 1.0 and summary["eval_sources"] == "gold"
 
 
+def test_prometheus_endpoint_has_the_rm_pool(rlhf, prometheus):
+    _, _, run_dir = rlhf
+    got = prometheus(run_dir.name, ("threefold_pool_size", "threefold_source_mean", "threefold_pool_items_per_s"))
+    assert got[("threefold_pool_size", (("pool", "rm"),))] == 2
+    assert got[("threefold_pool_items_per_s", (("pool", "rm"), ("source", "rm")))] > 0
+    assert got[("threefold_source_mean", (("pool", "rm"), ("source", "rm")))] == \
+        pytest.approx(records(run_dir)[-1]["sources"]["rm"]["mean"])
+
+
 def test_rm_scores_in_the_loop_match_offline_scoring_and_gold_is_the_hidden_preference(rlhf, rm_dir):
     controller, _, _ = rlhf
     batch, info = controller.sample_scored(4)
