@@ -9,8 +9,12 @@ import ray
 @ray.remote(num_cpus=0)
 class RunControl:
     def __init__(self, status: dict):
+        self.label = f"run-control[{status.get('run', '')}]"  # its repr: what the dashboard shows
         self._status = dict(status)
         self._pending: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return self.label
 
     def update(self, fields: dict) -> None:
         """The controller's push: these fields replace the ones held."""

@@ -20,6 +20,7 @@ VLLM_ENV = {
 @ray.remote
 class RolloutGenerator:
     def __init__(self, model_dir: str, seed: int, max_model_len: int, threads: int = 1):
+        self.label = f"generator[seed {seed}]"  # its repr: what the dashboard and log lines show
         for key, value in VLLM_ENV.items():
             os.environ.setdefault(key, value)
         import torch
@@ -32,6 +33,9 @@ class RolloutGenerator:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
+
+    def __repr__(self) -> str:
+        return self.label
 
     def _prompts(self, prompts: list[str]):
         from vllm.inputs import TokensPrompt

@@ -16,7 +16,11 @@ REWARDS = {"reference": reference_rewards, "group": group_rewards, "pointwise": 
 @ray.remote
 class JudgeActor:
     def __init__(self, config: EnsembleConfig, share: int):
+        self.label = f"judges[{', '.join(j.name for j in config.judges)}]"  # its repr, on the dashboard
         self.ens = JudgeEnsemble(config, share)
+
+    def __repr__(self) -> str:
+        return self.label
 
     def set_share(self, share: int) -> None:
         self.ens.set_share(share)

@@ -14,9 +14,13 @@ from rewards.judge.server import VLLMServer
 @ray.remote
 class JudgeServer:
     def __init__(self, spec: ServeSpec, served_name: str):
+        self.label = f"judge-server[{served_name}]"  # its repr: what the dashboard and log lines show
         log = os.path.join(tempfile.gettempdir(), "threefold-judges", f"{served_name}-{os.getpid()}.log")
         self.server = VLLMServer(spec, served_name, log)
         self.server.start()
+
+    def __repr__(self) -> str:
+        return self.label
 
     def ready(self) -> str:
         """Blocks until the health check passes; returns the URL other nodes reach it at."""

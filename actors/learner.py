@@ -12,10 +12,14 @@ from learners.trainer import PolicyTrainer, UpdateSettings
 @ray.remote
 class Learner:
     def __init__(self, model_dir: str, settings: UpdateSettings, threads: int = 1):
+        self.label = "learner"  # its repr: what the dashboard and log lines show
         import torch
 
         torch.set_num_threads(threads)
         self.trainer = PolicyTrainer(model_dir, settings)
+
+    def __repr__(self) -> str:
+        return self.label
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         return self.trainer.update(batch)

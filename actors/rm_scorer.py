@@ -12,11 +12,15 @@ from rewards.types import RewardResult
 @ray.remote
 class RewardModelScorer:
     def __init__(self, model_dir: str, batch_size: int, threads: int = 1):
+        self.label = f"rm-scorer[{os.path.basename(os.path.normpath(model_dir))}]"  # its repr, on the dashboard
         import torch
 
         torch.set_num_threads(threads)
         self.scorer = RMScorer(model_dir, batch_size)
         self.rows_done = 0
+
+    def __repr__(self) -> str:
+        return self.label
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RewardResult]:
         out = self.scorer.score(prompts, responses)

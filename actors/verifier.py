@@ -10,7 +10,11 @@ from rewards.verify import VerifierCore, VerifySettings
 @ray.remote
 class Verifier:
     def __init__(self, settings: VerifySettings, slots: int, isolation: str, uid_base: int, pids_cgroup: bool = False):
+        self.label = f"verifier[uids {uid_base}+]"  # its repr: what the dashboard and log lines show
         self.core = VerifierCore(settings, slots, isolation, uid_base, pids_cgroup)
+
+    def __repr__(self) -> str:
+        return self.label
 
     async def verify(self, rows: list[dict]) -> list[dict]:
         """Rows run concurrently (bounded by the sandbox's slots); results in input order."""

@@ -114,6 +114,17 @@ def test_parity_check_catches_wrong_weights(run):
     assert controller.sync.check_parity() <= 1e-3
 
 
+def test_actors_say_their_role(run):
+    """Ray shows an actor's repr on the dashboard and in its log lines."""
+    controller, *_ = run
+    name = lambda actor: ray.get(actor.__ray_call__.remote(lambda self: repr(self)))  # noqa: E731
+    assert name(controller.learner) == "learner"
+    assert [name(g) for g in controller.generators] == ["generator[seed 0]", "generator[seed 1]"]
+    verifiers = [name(a) for a in controller.router.pools()["verifiers"][0].actors]
+    assert len(verifiers) == 2 and all(v.startswith("verifier[uids ") for v in verifiers)
+    assert len(set(verifiers)) == 2  # each its own uid range
+
+
 def test_checkpoint_loads_in_transformers_and_matches_learner(run):
     controller, _, _, run_dir = run
     from transformers import AutoModelForCausalLM
