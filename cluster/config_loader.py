@@ -20,25 +20,33 @@ def load_config(path: str | Path, overrides: dict | None = None, schema: type[Ba
     """The validated config (a RunConfig unless `schema` says otherwise)."""
     schema = schema or RunConfig
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-        lines = key_lines(yaml.compose(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw, lines = read_yaml(path, "config", ConfigError, "a mapping of sections")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     try:
         return schema.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_errors(path, e, lines, schema)) from None
+
+
+def read_yaml(path: Path, what: str, error: type[Exception], top: str) -> tuple[dict, dict[tuple, int]]:
+    """(the YAML mapping in `path`, the line of each key path); `error` names the file, and the line
+    where there is one, when it cannot be read, is not YAML, or is not a mapping (of `top`)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+        lines = key_lines(yaml.compose(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise error(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw = {} if raw is None else raw  # an empty file: the schema names what is missing
+    if not isinstance(raw, dict):
+        raise error(f"{path}: the top level must be {top}")
+    return raw, lines
 
 
 def set_dotted(raw: dict, dotted: str, value) -> None:

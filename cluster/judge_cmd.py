@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 from typing import get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from cluster.config_loader import key_lines
+from cluster.config_loader import read_yaml
 from rewards.judge.config import EnsembleConfig
 
 ROW_KEYS = ("id", "prompt", "response_a", "response_b")
@@ -66,16 +65,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
 def load_judges(path: str | Path) -> EnsembleConfig:
     """Judges YAML → EnsembleConfig; JudgesConfigError names the file, line and key of each mistake."""
     path = Path(path)
-    try:
-        text = path.read_text()
-        raw, lines = yaml.safe_load(text), key_lines(yaml.compose(text))
-    except OSError as e:
-        raise JudgesConfigError(f"{path}: cannot read judges config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise JudgesConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
-    if not isinstance(raw, dict):
-        raise JudgesConfigError(f"{path}: the top level must be a mapping with a `judges:` list")
+    raw, lines = read_yaml(path, "judges config", JudgesConfigError, "a mapping with a `judges:` list")
     try:
         # a constitution file named by `principles:` is relative to this YAML
         return _resolved(EnsembleConfig.model_validate(raw, context={"base_dir": path.parent}))

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
 
 DONE = ("RUNNING",)
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -38,19 +37,10 @@ def load_serve_config(path: str | Path, apps: list[str] | None = None) -> dict:
     from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
 
-    from cluster.config_loader import key_lines
+    from cluster.config_loader import read_yaml
 
     path = Path(path)
-    try:
-        text = path.read_text()
-        raw, lines = yaml.safe_load(text), key_lines(yaml.compose(text))
-    except OSError as e:
-        raise ServeConfigError(f"{path}: cannot read the Serve config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ServeConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
-    if not isinstance(raw, dict):
-        raise ServeConfigError(f"{path}: the top level must be a mapping with an `applications:` list")
+    raw, lines = read_yaml(path, "the Serve config", ServeConfigError, "a mapping with an `applications:` list")
     msgs = []
     try:
         ServeDeploySchema.model_validate(raw)
