@@ -39,9 +39,10 @@ def prometheus(ray_cluster):
     return prometheus_values
 
 
-def prometheus_values(run: str, names: tuple[str, ...], wait_s: float = 30.0) -> dict:
+def prometheus_values(run: str, names: tuple[str, ...], wait_s: float = 30.0, want: dict | None = None) -> dict:
     """{(metric, tags without run): value} for this run's ray_threefold_* samples, scraped from the
-    local node's Prometheus endpoint; waits until every metric in `names` has appeared."""
+    local node's Prometheus endpoint; waits until every metric in `names` has appeared and every
+    key of `want` has its value (the endpoint lags the driver by an export interval or more)."""
     node = next(n for n in ray.nodes() if n["Alive"])
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     line = re.compile(r'^ray_(threefold_\w+?)(?:_bucket|_count|_sum)?\{(.*)\} (\S+)$')
@@ -56,6 +57,9 @@ def prometheus_values(run: str, names: tuple[str, ...], wait_s: float = 30.0) ->
             if tags.get("run") == run:
                 keep = tuple(sorted((k, v) for k, v in tags.items() if k in ("pool", "source", "phase", "status", "mode", "judge")))
                 got[(m.group(1), keep)] = float(m.group(3))
-        if all(any(n == k[0] for k in got) for n in names) or time.monotonic() > deadline:
+        have = all(any(n == k[0] for k in got) for n in names)
+        if have and all(k in got and abs(got[k] - v) <= 1e-6 * max(1.0, abs(v)) for k, v in (want or {}).items()):
+            return got
+        if time.monotonic() > deadline:
             return got
         time.sleep(1.0)

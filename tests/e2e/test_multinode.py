@@ -214,15 +214,18 @@ def test_submit_runs_a_placed_job_on_three_nodes(three_nodes, assets, tmp_path, 
     t0 = time.monotonic()
     rc = submit_cmd.cmd_submit(args)
     out, err = capsys.readouterr()
-    with capsys.disabled():  # the run's own timings, from the job's streamed log, for the record
-        print(f"\nthreefold submit took {time.monotonic() - t0:.0f} s; the job's last lines:\n"
-              + "\n".join(out.splitlines()[-12:]))
+    took = time.monotonic() - t0
+    driver = [line for line in out.splitlines() if not line.startswith(("\x1b[36m(", "(", "Loading"))]
+    with capsys.disabled():  # for the record: what the job's driver printed (not its actors), and the time
+        print(f"\nthreefold submit took {took:.0f} s; the driver's lines:\n  " + "\n  ".join(driver[-15:]))
     assert rc == 0, out[-6000:] + err[-3000:]
     job_id = re.search(r"job id: (raysubmit_\w+)", out).group(1)
     assert f"job {job_id} SUCCEEDED; outputs: {store}/{run_name}" in out
     assert "auth:       token from $RAY_AUTH_TOKEN" in out and cluster.token not in out + err
     client = submit_cmd.make_client(cluster.address, {"Authorization": f"Bearer {cluster.token}"})
     assert client.get_job_status(job_id) == JobStatus.SUCCEEDED
+    with pytest.raises(Exception, match="(?i)auth|token|401|unauthori"):  # token authentication is on
+        submit_cmd.make_client(cluster.address, {}).get_job_status(job_id)
 
     # where each actor ran: the state API keeps the run's (now dead) actors with their node ids
     placed: dict[str, list[str]] = {}

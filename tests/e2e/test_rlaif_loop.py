@@ -94,10 +94,12 @@ def test_judges_are_the_only_reward_with_per_step_judge_metrics(rlaif):
 def test_prometheus_endpoint_has_the_judge_pool(rlaif, prometheus):
     _, _, run_dir, _, _ = rlaif
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]
-    got = prometheus(run_dir.name, ("threefold_pool_size", "threefold_judge_calls", "threefold_pool_items_per_s"))
+    last = recs[-1]["sources"]["judges"]
+    calls = ("threefold_judge_calls", (("judge", "served"), ("source", "judges")))
+    got = prometheus(run_dir.name, ("threefold_pool_size", "threefold_pool_items_per_s"),
+                     want={calls: last["judges"]["served"]["calls"]})
     assert got[("threefold_pool_size", (("pool", "judges"),))] == 1
     assert got[("threefold_pool_items_per_s", (("pool", "judges"), ("source", "judges")))] > 0
-    last = recs[-1]["sources"]["judges"]
     assert got[("threefold_judge_calls", (("judge", "served"), ("source", "judges")))] == last["judges"]["served"]["calls"]
     assert got[("threefold_source_latency_p50_s", (("pool", "judges"), ("source", "judges")))] == \
         pytest.approx(last["latency_p50_s"])

@@ -156,7 +156,8 @@ def test_ppo_trains_its_critic(run):
 
 def test_prometheus_endpoint_has_every_pool_of_the_run(run, prometheus):
     controller, _, _, run_dir = run
-    got = prometheus(run_dir.name, ("threefold_pool_size", "threefold_pool_items_per_s", "threefold_steps_total"))
+    got = prometheus(run_dir.name, ("threefold_pool_size", "threefold_pool_items_per_s"),
+                     want={("threefold_steps_total", ()): STEPS, ("threefold_policy_version", ()): STEPS})
     assert got[("threefold_pool_size", (("pool", "generators"),))] == 2
     assert got[("threefold_pool_size", (("pool", "verifiers"),))] == 2  # resized by scale.json before step 1
     assert got[("threefold_pool_size", (("pool", "learner"),))] == 1
@@ -166,6 +167,7 @@ def test_prometheus_endpoint_has_every_pool_of_the_run(run, prometheus):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]
     assert got[("threefold_samples_total", ())] == sum(r["samples"] for r in records)
     assert got[("threefold_policy_version", ())] == STEPS and got[("threefold_staleness", ())] == 0
-    passed = records[-1]["sources"]["math"]["statuses"].get("passed", 0) / records[-1]["samples"]
-    assert got[("threefold_source_status_rate", (("pool", "verifiers"), ("source", "math"), ("status", "passed")))] == \
-        pytest.approx(passed)
+    math = records[-1]["sources"]["math"]  # every sample the source scored in the step (ppo: all rounds)
+    rate = ("threefold_source_status_rate", (("pool", "verifiers"), ("source", "math"), ("status", "passed")))
+    got = prometheus(run_dir.name, (), want={rate: math["statuses"].get("passed", 0) / math["samples"]})
+    assert got[rate] == pytest.approx(math["statuses"].get("passed", 0) / math["samples"])
