@@ -22,7 +22,7 @@ class ActorPool:
         """`spawn(options)` starts one actor with the Ray options `place` gives it."""
         self.name, self.spawn, self.place, self.max_retries = name, spawn, place, max_retries
         self.actors: list = []
-        self.replaced = 0
+        self.replaced = self.queue_peak = 0
         self.resize(size)
 
     def resize(self, size: int) -> None:
@@ -56,11 +56,13 @@ class ActorPool:
         pending: dict = {}
         queue = [(c, 0) for c in chunks if c]
         turn = itertools.count()
+        self.queue_peak = 0  # items that waited for a free actor, at most (the dashboard's queue depth)
         while queue or pending:
             while queue and len(pending) < len(self.actors) * in_flight:
                 idx, tries = queue.pop(0)
                 actor = self.actors[next(turn) % len(self.actors)]
                 pending[call(actor, idx)] = (idx, tries, actor)
+            self.queue_peak = max(self.queue_peak, sum(len(c) for c, _ in queue))
             done, _ = ray.wait(list(pending), num_returns=1)
             idx, tries, actor = pending.pop(done[0])
             try:

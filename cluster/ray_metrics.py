@@ -15,7 +15,7 @@ RUN_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "tokens_
             "time_sync")
 # per reward source (tags run, pool, source); judge sources add the judge keys, also per judge
 SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds", "per_second", "neutralised", "pass_rate",
-               "norm_mean", "norm_std")
+               "norm_mean", "norm_std", "queue_peak")
 JUDGE_KEYS = ("calls", "latency_p50_s", "latency_p95_s", "error_rate", "abstain_rate", "first_position_rate",
               "agreement", "tokens", "cost")
 # per principle of a constitution (judges with per_principle)

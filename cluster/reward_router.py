@@ -75,6 +75,9 @@ class RewardRouter:
             out.rewards[i] += cfg.weight * value
             weighted += cfg.weight * value
         extra = src.extra_metrics()
+        queue = getattr(getattr(src, "pool", None), "queue_peak", None)  # actor pools: items that waited
+        if isinstance(queue, int):
+            extra = {"queue_peak": queue, **extra}
         return {"type": cfg.type, "samples": len(idx), "mean": sum(ok_scores) / len(ok_scores) if ok_scores else None,
                 "weighted_sum": weighted, "failures": failures, "dropped": dropped, "seconds": seconds,
                 "per_second": len(idx) / seconds if seconds > 0 else None,

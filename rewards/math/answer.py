@@ -136,6 +136,20 @@ def check_answer(response: Any, answer: Any, timeout_s: float | None = 5.0) -> R
     return RewardResult(1.0, PASSED, detail) if ok else RewardResult(0.0, FAILED, detail)
 
 
+_PLAIN_INT = re.compile(r"-?\d{1,30}")
+
+
+def plain_verdict(response: str, gold: str) -> RewardResult | None:
+    """The verdict without sympy when the extracted answer and the gold are both plain integers
+    ("46", "-3", "007"): math-verify would compare their values, and so does this, in microseconds
+    instead of a round trip to the checker process. None for everything else."""
+    extracted = extract_answer(response)
+    if extracted is None or not _PLAIN_INT.fullmatch(extracted) or not _PLAIN_INT.fullmatch(gold.strip()):
+        return None
+    ok = int(extracted) == int(gold.strip())
+    return RewardResult(1.0 if ok else 0.0, PASSED if ok else FAILED, {"extracted": extracted})
+
+
 def _fail(status: str, why: str) -> RewardResult:
     return RewardResult(0.0, status, {"extracted": None, "error": why})
 
@@ -258,7 +272,9 @@ class MathChecker:
             elif _gold_str(a) is None:
                 results[i] = _fail(ERROR, "gold answer missing or not a string")
             else:
-                items.append((i, str(r), str(_gold_str(a))))  # str(): subclasses may not unpickle there
+                results[i] = plain_verdict(str(r), str(_gold_str(a)))
+                if results[i] is None:
+                    items.append((i, str(r), str(_gold_str(a))))  # str(): subclasses may not unpickle there
         with self._lock:
             got, why = self._run(items) if items else ({}, "")
             # Whatever the batch left unanswered is retried alone, so only a bad sample times out.

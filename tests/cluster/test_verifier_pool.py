@@ -35,6 +35,7 @@ def cluster():
 def test_rows_spread_and_results_in_order(cluster):
     pool = VerifierPool(size=2, slots=2)
     got = pool.verify(rows(24), chunk=2)
+    assert pool.queue_peak == 24 - 2 * 2 * 2  # 2 actors × 2 chunks in flight × 2 rows; the rest waited
     assert [g["id"] for g in got] == [f"r{i}" for i in range(24)]
     assert [g["status"] for g in got] == [expected_status(i) for i in range(24)]
     done = [i["rows_done"] for i in ray.get([a.info.remote() for a in pool.actors])]

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +26,10 @@ def threefold(*argv, env_drop=("RAY_ADDRESS", "RAY_AUTH_MODE"), **env_set) -> su
     """The installed command in a fresh process. RAY_AUTH_MODE is dropped: the token must come from
     threefold's own lookup (~/.ray/auth_token for a cluster on this machine), as on a user's shell."""
     env = {k: v for k, v in os.environ.items() if k not in env_drop}
-    env.update(env_set)
+    env.update(env_set, PYTHONPATH=str(ROOT))
     cmd = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "cluster.cli"]
-    return subprocess.run(cmd + list(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory() as elsewhere:  # another working directory: no run directory in reach
+        return subprocess.run(cmd + list(argv), cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

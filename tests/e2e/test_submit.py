@@ -156,3 +156,24 @@ def test_submit_streams_a_job_to_success_with_token_auth(ray_head, tmp_path, mon
     out, err = capsys.readouterr()
     assert rc == 2 and "refused" in err and "Traceback" not in err
     assert token[:8] not in out + err
+
+
+def test_plain_ray_job_submit_as_the_readme_writes_it(ray_head, tmp_path):
+    """`ray job submit` with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, the repository as working_dir:
+    the job imports threefold's packages there (the README's entrypoint would then train)."""
+    address, token = ray_head
+    shipped = yaml.safe_load((ROOT / "deploy" / "runtime_env.yaml").read_text())
+    runtime_env = tmp_path / "runtime_env.yaml"  # the shipped one less pip: this box has no package index
+    runtime_env.write_text(yaml.safe_dump({k: v for k, v in shipped.items() if k != "pip"}))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+           "--runtime-env", str(runtime_env), "--", "python", "-m", "cluster.cli", "config-reference"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "| `rollout.num_generators` |" in proc.stdout and "succeeded" in proc.stdout.lower()
+    env.pop("RAY_AUTH_TOKEN")
+    env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-token")  # no token anywhere: the job server refuses
+    refused = subprocess.run(cmd, cwd=ROOT, env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0

@@ -157,12 +157,12 @@ def test_score_from_non_main_thread(checker):
 
 
 def test_batch_of_256(checker):
-    responses = [rf"step {i}: \boxed{{{i}}}" for i in range(256)]
+    responses = [rf"step {i}: \boxed{{{i}.0}}" for i in range(256)]  # not plain integers: math-verify's child
     answers = [str(i if i % 2 == 0 else i + 1) for i in range(256)]
     results = checker.score(responses, answers)
     assert [r.status for r in results] == [PASSED if i % 2 == 0 else FAILED for i in range(256)]
     assert [r.score for r in results] == [1.0 if i % 2 == 0 else 0.0 for i in range(256)]
-    assert [r.detail["extracted"] for r in results] == [str(i) for i in range(256)]
+    assert [r.detail["extracted"] for r in results] == [f"{i}.0" for i in range(256)]
 
 
 def test_one_pathological_sample_times_out_alone(checker):
@@ -171,20 +171,20 @@ def test_one_pathological_sample_times_out_alone(checker):
 
 
 def test_child_restarted_after_kill(checker):
-    checker.score([r"\boxed{1}"], ["1"])  # make sure a child is running
+    checker.score([r"\boxed{1.0}"], ["1"])  # make sure a child is running (plain integers never reach it)
     old = checker.pid
     os.kill(old, signal.SIGKILL)
-    results = checker.score([r"\boxed{1}", "x = 2", "the answer is 4"], ["1", "2", "5"])
+    results = checker.score([r"\boxed{1.0}", "x = 2.0", "the answer is 4.0"], ["1", "2", "5"])
     assert [(r.score, r.status) for r in results] == [(1.0, PASSED), (1.0, PASSED), (0.0, FAILED)]
     assert checker.pid not in (None, old)
 
 
 def test_hung_child_is_killed_and_batch_retried(checker):
-    checker.score([r"\boxed{1}"], ["1"])
+    checker.score([r"\boxed{1.0}"], ["1"])
     old = checker.pid
     os.kill(old, signal.SIGSTOP)  # frozen child: no crash, no answer, must hit the deadline
     start = time.monotonic()
-    results = checker.score([r"\boxed{1}", r"\boxed{2}", r"\boxed{3}"], ["1", "2", "4"])
+    results = checker.score([r"\boxed{1.0}", r"\boxed{2.0}", r"\boxed{3.0}"], ["1", "2", "4"])
     assert [(r.score, r.status) for r in results] == [(1.0, PASSED), (1.0, PASSED), (0.0, FAILED)]
     assert checker.pid not in (None, old)
     assert time.monotonic() - start < 120
@@ -201,8 +201,42 @@ def test_empty_batch(checker):
 
 def test_close_stops_child():
     with MathChecker(timeout_s=2.0) as c:
-        assert c.score([r"\boxed{1}"], ["1"])[0].status == PASSED
+        assert c.score([r"\boxed{1.0}"], ["1"])[0].status == PASSED
         pid = c.pid
     assert c.pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+PLAIN_CASES = [("46", "46"), ("47", "46"), (r"\boxed{-3}", "-3"), (r"\boxed{-3}", "3"), ("007", "7"), ("-0", "0"),
+               ("so x = 12", "12"), ("The answer is 100", "1000"), ("123456789012345678901234567890",
+                                                                  "123456789012345678901234567890"),
+               ("123456789012345678901234567891", "123456789012345678901234567890"), ("12", " 12 "),
+               ("1+2=3", "3"), ("9", "10"), ("12%", "12")]
+
+
+@pytest.mark.parametrize("response, answer", PLAIN_CASES)
+def test_plain_integer_fast_path_agrees_with_math_verify(response, answer):
+    from rewards.math.answer import plain_verdict
+
+    fast, slow = plain_verdict(response, answer), check_answer(response, answer)
+    assert fast is not None, "a plain integer pair takes the fast path"
+    assert (fast.score, fast.status, fast.detail) == (slow.score, slow.status, slow.detail)
+
+
+@pytest.mark.parametrize("response, answer", [(r"\boxed{0.5}", r"\frac{1}{2}"), ("46.0", "46"), ("1,000", "1000"),
+                                              ("46", "46.0"), (r"\boxed{\pi}", r"\pi"), ("1/2", "0.5"),
+                                              ("1" * 31, "1" * 31), ("no idea", "46"),
+                                              ("the answer is 5 apples", "5")])
+def test_anything_else_goes_to_math_verify(response, answer):
+    from rewards.math.answer import plain_verdict
+
+    assert plain_verdict(response, answer) is None
+
+
+def test_a_plain_batch_needs_no_checker_process():
+    with MathChecker(timeout_s=5.0) as fresh:
+        got = fresh.score(["46", r"\boxed{45}", "the answer is 46"], ["46", "46", "46"])
+        assert [r.status for r in got] == [PASSED, FAILED, PASSED] and fresh.pid is None
+        [mixed] = fresh.score([r"\boxed{\frac{1}{2}}"], ["0.5"])
+        assert mixed.status == PASSED and fresh.pid is not None  # math-verify ran in its child
