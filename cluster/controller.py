@@ -167,10 +167,11 @@ class Controller:
         """Requests from `threefold scale`: RUN_DIR/scale.json (when it changed) and the control actor."""
         in_file = read_request(self.run_dir)
         for key, size in merge_requests(in_file, self.scale_seen, self.control.take()).items():
-            if key in self.router.serve_apps():  # its replicas follow the app's autoscaling config
+            if key in self.router.serve_apps() and not self.router.pools().get(key):  # Serve autoscales those
                 log.warning("scale request %s=%d refused: Serve application(s) %s score %s; change min_replicas/"
                             "max_replicas in the Serve config and run `threefold serve` again", key, size,
                             ", ".join(self.router.serve_apps()[key]), key)
+                continue
             if key not in self.router.sizes():
                 log.warning("scale request %s=%d ignored: this run has no %s pool", key, size, key)
             try:

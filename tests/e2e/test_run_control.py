@@ -130,6 +130,9 @@ class FakeRouter:
         self.calls.append((key, size))
         self.pools[key] = size
 
+    def serve_apps(self):
+        return {}  # no pool here is a Serve application
+
 
 def test_controller_merges_scale_file_and_actor_requests(ray_cluster, tmp_path):
     from cluster.controller import Controller

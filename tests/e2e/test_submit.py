@@ -26,6 +26,7 @@ from cluster.cli import build_parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
+PORTS: dict[str, int] = {}  # the head's other ports, for the tests that reach it through Ray
 
 
 def free_ports(n: int) -> list[int]:
@@ -79,6 +80,7 @@ def ray_head():
     log = open(Path(temp) / "ray-start.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
+    PORTS.update(client=client, gcs=gcs)
     try:
         deadline, last = time.monotonic() + 240, None
         while True:  # up when the job server answers an authenticated request
@@ -151,6 +153,24 @@ def test_submit_streams_a_job_to_success_with_token_auth(ray_head, tmp_path, mon
     out, err = capsys.readouterr()
     assert rc == 0 and f"job {job_id}: SUCCEEDED" in out and f"{tmp_path / 'store'}/rlvr-arith/" in out
 
+    rc = submit_cmd.cmd_submit(build_parser().parse_args(["submit", "--logs", job_id, "--address", address]))
+    out, err = capsys.readouterr()  # a finished job's logs, followed to its end
+    assert rc == 0 and "threefold-e2e from-runtime-env False True" in out
+
+    # --no-wait returns once submitted; --stop stops the running job
+    args.no_wait = True
+    rc = submit_cmd.cmd_submit(args, entrypoint="python -c 'import time; time.sleep(300)'")
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    long_job = re.findall(r"job id: (raysubmit_\w+)", out)[-1]
+    rc = submit_cmd.cmd_submit(build_parser().parse_args(["submit", "--stop", long_job, "--address", address]))
+    out, _ = capsys.readouterr()
+    assert rc == 0 and f"stop requested for job {long_job}" in out
+    deadline = time.monotonic() + 60
+    while client.get_job_status(long_job) != JobStatus.STOPPED and time.monotonic() < deadline:
+        time.sleep(1)
+    assert client.get_job_status(long_job) == JobStatus.STOPPED
+
     monkeypatch.setenv("RAY_AUTH_TOKEN", "wrong-" + token[:8])  # a wrong token is refused, exit 2, not shown
     rc = submit_cmd.cmd_submit(build_parser().parse_args(["submit", "--status", job_id, "--address", address]))
     out, err = capsys.readouterr()
@@ -177,3 +197,17 @@ def test_plain_ray_job_submit_as_the_readme_writes_it(ray_head, tmp_path):
     refused = subprocess.run(cmd, cwd=ROOT, env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode != 0
+
+
+@pytest.mark.parametrize("form", ["gcs", "client"])
+def test_status_reaches_the_head_through_ray_in_both_address_forms(ray_head, tmp_path, form):
+    """`threefold status --address HOST:6379` and `--address ray://HOST:10001`, with the token from
+    $RAY_AUTH_TOKEN: connected, it finds no runs on this fresh head (exit 2 saying so, not that the
+    cluster is unreachable)."""
+    _, token = ray_head
+    where = f"127.0.0.1:{PORTS['gcs']}" if form == "gcs" else f"ray://127.0.0.1:{PORTS['client']}"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(RAY_AUTH_TOKEN=token, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "status", "--address", where], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and "no threefold run on the ray cluster" in proc.stderr.lower(), proc.stdout + proc.stderr
