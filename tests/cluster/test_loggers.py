@@ -1,6 +1,7 @@
 """TensorBoard and W&B (offline) loggers: what a step record becomes in each."""
 import json
 import struct
+import time
 
 import pytest
 
@@ -63,7 +64,10 @@ def test_wandb_offline_run_logs_every_step(tmp_path, monkeypatch):
     log.close()
     files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    rows = [{k: v for k, v in r.items() if not k.startswith("_") or k == "_step"} for r in wandb_history(files[0])]
+    deadline, rows = time.monotonic() + 20, []
+    while len(rows) < 2 and time.monotonic() < deadline:  # wandb-core may still be writing after finish()
+        rows = [{k: v for k, v in r.items() if not k.startswith("_") or k == "_step"} for r in wandb_history(files[0])]
+        time.sleep(0.2)
     assert rows == [{"_step": 1, "reward_mean": 0.25, "sources/math/mean": 0.5, "sources/math/statuses/passed": 3},
                     {"_step": 2, "reward_mean": 0.75, "sources/math/mean": 1}]
 

@@ -211,3 +211,26 @@ def test_status_reaches_the_head_through_ray_in_both_address_forms(ray_head, tmp
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "status", "--address", where], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2 and "no threefold run on the ray cluster" in proc.stderr.lower(), proc.stdout + proc.stderr
+
+
+def test_train_joins_the_head_through_the_ray_client(ray_head, assets, tmp_path):
+    """`threefold train CONFIG --address ray://HEAD:10001` (README, "An existing Ray cluster"): the
+    driver runs here, its actors on the head (the repository shipped as working_dir), token from
+    $RAY_AUTH_TOKEN; one real step with vLLM generators there."""
+    _, token = ray_head
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(RAY_AUTH_TOKEN=token, PYTHONPATH=str(ROOT))
+    sets = {"steps": 1, "rollout.prompts_per_step": 4, "rollout.samples_per_prompt": 4, "logging.eval_size": 8,
+            "logging.progress": False, "logging.output_dir": str(tmp_path / "runs"), "logging.run_name": "via-client",
+            "policy.model_dir": str(assets / "model"), "data.train_path": str(assets / "data" / "train.jsonl"),
+            "data.eval_path": str(assets / "data" / "eval.jsonl"), "resources.verifier_cpus": 0.1}
+    cmd = [sys.executable, "-m", "cluster.cli", "train", str(ROOT / "configs" / "rlvr-arith.yaml"),
+           "--address", f"ray://127.0.0.1:{PORTS['client']}"]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "held-out score (math)" in proc.stdout
+    records = [yaml.safe_load(x) for x in (tmp_path / "runs" / "via-client" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1] and records[1]["samples"] == 16
+    assert token not in proc.stdout + proc.stderr
