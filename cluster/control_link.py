@@ -123,6 +123,14 @@ def _reload_auth_mode() -> None:
         pass
 
 
+def use_token(headers: dict) -> None:
+    """Hand the token found for a cluster (ray_jobs.auth_headers) to Ray for this process: its own client
+    reads it from the environment, and only sends it in token mode."""
+    if (auth := token_env(headers)):
+        os.environ.update(auth)
+        _reload_auth_mode()
+
+
 def connect(address: str | None, env=os.environ) -> str:
     """ray.init to the cluster at --address / $RAY_ADDRESS / auto, in the threefold namespace; the address
     used. The token comes from where `threefold submit` finds it (cluster/ray_jobs.py)."""
@@ -141,9 +149,7 @@ def connect(address: str | None, env=os.environ) -> str:
                                f"({e.strerror or e}); is the cluster running, and is that its GCS port (6379 "
                                "unless `ray start --port` set another) or its Ray client port (ray://, 10001), "
                                "reachable from here?") from None
-    if (auth := token_env(headers)):
-        os.environ.update(auth)  # for the whole session: Ray's own client reads the token from there
-        _reload_auth_mode()
+    use_token(headers)
     quiet = {k: v for k, v in CLI_RAY_ENV.items() if k not in os.environ}
     try:
         with env_vars(quiet, ("RAY_ADDRESS",)):  # ray.init prefers $RAY_ADDRESS to `auto`

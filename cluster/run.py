@@ -33,6 +33,13 @@ def init_ray(address: str | None, quiet: bool = False) -> None:
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # inside `ray job submit`: inherit the job's runtime_env
         ray.init(address=address or "auto", namespace=NAMESPACE)
     elif address:
+        from cluster.control_link import use_token
+        from cluster.ray_jobs import SubmitError, auth_headers
+
+        try:  # the token, looked up as `threefold submit` and `status` do
+            use_token(auth_headers(address)[0])
+        except SubmitError as e:
+            raise ValueError(str(e)) from None
         ray.init(address=address, namespace=NAMESPACE, runtime_env={"working_dir": root, "excludes": SHIP_EXCLUDES})
     else:
         env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}

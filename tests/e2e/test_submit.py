@@ -199,13 +199,12 @@ def test_plain_ray_job_submit_as_the_readme_writes_it(ray_head, tmp_path):
     assert refused.returncode != 0
 
 
-@pytest.mark.parametrize("form", ["gcs", "client"])
-def test_status_reaches_the_head_through_ray_in_both_address_forms(ray_head, tmp_path, form):
-    """`threefold status --address HOST:6379` and `--address ray://HOST:10001`, with the token from
-    $RAY_AUTH_TOKEN: connected, it finds no runs on this fresh head (exit 2 saying so, not that the
-    cluster is unreachable)."""
+def test_status_reaches_the_head_through_its_gcs_address(ray_head, tmp_path):
+    """`threefold status --address HOST:6379` with the token from $RAY_AUTH_TOKEN: connected, it finds
+    no runs on this fresh head (exit 2 saying so, not that the cluster is unreachable). The ray://
+    form is the next test's."""
     _, token = ray_head
-    where = f"127.0.0.1:{PORTS['gcs']}" if form == "gcs" else f"ray://127.0.0.1:{PORTS['client']}"
+    where = f"127.0.0.1:{PORTS['gcs']}"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env.update(RAY_AUTH_TOKEN=token, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "status", "--address", where], cwd=tmp_path, env=env,
@@ -229,6 +228,10 @@ def test_train_joins_the_head_through_the_ray_client(ray_head, assets, tmp_path)
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480)
+    if proc.returncode and "Starting Ray client server failed" in proc.stderr:
+        # the head's client proxy could not spawn this connection's server (seen once on a loaded 2-core
+        # box): Ray's side, before threefold runs anything; one more try, then it counts
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "held-out score (math)" in proc.stdout
     records = [yaml.safe_load(x) for x in (tmp_path / "runs" / "via-client" / "metrics.jsonl").read_text().splitlines()]
