@@ -240,6 +240,7 @@ def scale_refused(serve_apps: dict):
 
     link = ControlLink.open(initial_status("serve-run", 10, "/tmp/serve-run", None, {"generators": 1}))
     link.push(pools={"generators": 1, "verifiers": 1}, serve_apps=serve_apps)
+    ray.get(link.actor.status.remote())  # the push is in (one caller's calls run in order) before the CLI reads
     try:
         return subprocess.run([sys.executable, "-m", "cluster.cli", "scale", "--run", "serve-run", "--verifiers", "3",
                                "--address", ray.get_runtime_context().gcs_address], cwd=ROOT, capture_output=True,
