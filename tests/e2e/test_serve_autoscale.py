@@ -30,13 +30,14 @@ SLOW = {"kind": "code", "program": "import time\ntime.sleep(6)\ndef add(a, b):\n
 
 
 def running(app: str) -> int:
-    status = serve.status().applications.get(app)
-    return sum(n for d in (status.deployments.values() if status else []) for s, n in d.replica_states.items()
-               if str(getattr(s, "value", s)) == "RUNNING")
+    """RUNNING replicas, from Serve's status details. Not serve.status(): the run's thread calls that
+    for its pool sizes, and two threads in serve.status() at once trip over Ray's pickling registry."""
+    return len(replica_ids(app))
 
 
 def replica_ids(app: str) -> set[str]:
-    deps = serve.context._get_global_client().get_serve_details()["applications"][app]["deployments"]
+    found = serve.context._get_global_client().get_serve_details()["applications"].get(app)
+    deps = found["deployments"] if found else {}
     return {r["replica_id"] for d in deps.values() for r in d["replicas"] if r["state"] == "RUNNING"}
 
 
