@@ -136,7 +136,7 @@ def check_answer(response: Any, answer: Any, timeout_s: float | None = 5.0) -> R
     return RewardResult(1.0, PASSED, detail) if ok else RewardResult(0.0, FAILED, detail)
 
 
-_PLAIN_INT = re.compile(r"-?\d{1,30}")
+_PLAIN_INT = re.compile(r"-?[0-9]{1,30}")  # ASCII only: int() reads "٤٦" and "４６" too, math-verify does not
 
 
 def plain_verdict(response: str, gold: str) -> RewardResult | None:

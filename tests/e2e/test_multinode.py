@@ -26,50 +26,12 @@ import yaml
 
 from cluster import submit_cmd
 from cluster.cli import build_parser
+from ray_procs import free_ports, kill, pids_matching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLI = Path(sys.executable).parent / "ray"
 STEPS = 2
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _pids_matching(marker: str, sessions: set[int]) -> list[int]:
-    """Processes whose command line names `marker`, or that are in one of `sessions` (process session ids)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes():
-                out.append(int(entry.name))
-                continue
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rindex(")") + 2:].split()[3]) in sessions:  # field 6: the session id
-                out.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
-
-
-def _kill(pids, sig) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class Cluster:
@@ -161,7 +123,7 @@ class Cluster:
                 os.killpg(pid, signal.SIGKILL)  # whatever is left of the group each `ray start` led
             except ProcessLookupError:
                 pass
-        _kill(_pids_matching(self.root, sessions), signal.SIGKILL)  # and what left the group or the session
+        kill(pids_matching(self.root, sessions), signal.SIGKILL)  # and what left the group or the session
         for _, _, log in self.procs:
             log.close()
         shutil.rmtree(self.root, ignore_errors=True)

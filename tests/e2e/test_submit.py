@@ -11,7 +11,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,41 +22,11 @@ import yaml
 
 from cluster import submit_cmd
 from cluster.cli import build_parser
+from ray_procs import free_ports, kill, pids_matching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
 PORTS: dict[str, int] = {}  # the head's other ports, for the tests that reach it through Ray
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _pids_using(marker: str) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    out.append(int(entry.name))
-            except OSError:
-                pass
-    return [p for p in out if p != os.getpid()]
-
-
-def _kill(pids, sig) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +76,7 @@ def ray_head():
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group this fixture started
         except ProcessLookupError:
             pass
-        _kill(_pids_using(temp), signal.SIGKILL)  # and anything that left the group: its cmdline names `temp`
+        kill(pids_matching(temp), signal.SIGKILL)  # and anything that left the group: its cmdline names `temp`
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
 

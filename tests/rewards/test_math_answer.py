@@ -240,3 +240,16 @@ def test_a_plain_batch_needs_no_checker_process():
         assert [r.status for r in got] == [PASSED, FAILED, PASSED] and fresh.pid is None
         [mixed] = fresh.score([r"\boxed{\frac{1}{2}}"], ["0.5"])
         assert mixed.status == PASSED and fresh.pid is not None  # math-verify ran in its child
+
+
+@pytest.mark.parametrize("response", ["٤٦", "４６", "x = ٤٦", r"\boxed{４６}"])
+def test_look_alike_digits_get_no_fast_pass(response):
+    """A policy fishing for reward with digits that int() reads but math-verify refuses must get
+    math-verify's verdict, not a pass from the fast path; the honest "46" still passes there."""
+    from rewards.math.answer import plain_verdict
+
+    assert plain_verdict(response, "46") is None
+    with MathChecker(timeout_s=5.0) as fresh:
+        [cheat, honest] = fresh.score([response, "46"], ["46", "46"])
+    assert cheat.score == 0.0 and cheat.status == check_answer(response, "46").status
+    assert (honest.score, honest.status) == (1.0, PASSED)
