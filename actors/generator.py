@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 
@@ -46,7 +47,10 @@ class RolloutGenerator:
         """n samples per row, with the behaviour log-prob of every sampled token."""
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, logprobs=0)
+        # detokenize=False: vLLM would decode every sampled token again for its log-prob entry;
+        # one batch decode of the finished responses is cheaper
+        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, logprobs=0, detokenize=False)
+        t0 = time.perf_counter()
         outs = self.llm.generate(self._prompts([r["prompt"] for r in rows]), params, use_tqdm=False)
         batch = RolloutBatch([], [], [], [], [], [], self.version)
         for group, (row, out) in enumerate(zip(rows, outs)):
@@ -56,8 +60,9 @@ class RolloutGenerator:
                 batch.response_ids.append(ids)
                 batch.behaviour_logprobs.append([lp[t].logprob for lp, t in zip(sample.logprobs, ids)])
                 batch.group_ids.append(group)
-                batch.texts.append(sample.text)
                 batch.metadata.append(row)
+        batch.texts = self.tokenizer.batch_decode(batch.response_ids, skip_special_tokens=True)
+        batch.generate_seconds = time.perf_counter() - t0
         return batch
 
     def greedy(self, prompts: list[str], max_tokens: int) -> list[str]:
@@ -67,9 +72,10 @@ class RolloutGenerator:
         outs = self.llm.generate(self._prompts(prompts), params, use_tqdm=False)
         return [o.outputs[0].text for o in outs]
 
-    def load_weights(self, blob: bytes, version: int) -> int:
-        """Reload every parameter in place from safetensors bytes; the engine keeps running."""
-        self.llm.collective_rpc("reload_from_bytes", args=(blob,))
+    def load_weights(self, buckets: list, version: int) -> int:
+        """Reload every parameter in place from the learner's buckets (learners/weight_pack.py): one
+        call whatever the number of tensors; the engine keeps running."""
+        self.llm.collective_rpc("reload_from_buckets", args=(buckets,))
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
         self.version = version
         return version

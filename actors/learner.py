@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import ray
 
 from learners.rollout import RolloutBatch
+from learners import distributed
 from learners.trainer import PolicyTrainer, UpdateSettings
+from learners.weight_pack import Bucket
 
 
 @ray.remote
@@ -18,13 +21,25 @@ class Learner:
         torch.set_num_threads(threads)
         self.trainer = PolicyTrainer(model_dir, settings)
 
+    def address(self) -> str:
+        """Where rank 0 of a learner group listens (this node, a free port)."""
+        return distributed.free_address()
+
+    def join(self, rank: int, world: int, address: str, backend: str) -> int:
+        """Join the data-parallel group (returns once every rank has joined, learners/distributed.py)."""
+        self.label = f"learner[rank {rank}/{world}]"
+        self.trainer.shard = distributed.join(rank, world, address, backend)
+        return rank
+
     def __repr__(self) -> str:
         return self.label
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
-        return self.trainer.update(batch)
+        t0 = time.perf_counter()
+        stats = self.trainer.update(batch)
+        return {**stats, "seconds": time.perf_counter() - t0}
 
-    def export(self) -> bytes:
+    def export(self) -> list[Bucket]:
         return self.trainer.export()
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
@@ -38,7 +53,9 @@ class Learner:
             from learners.policy import export_weights
 
             return hashlib.sha256(export_weights(self.trainer.critic)).hexdigest()
-        return hashlib.sha256(self.trainer.export()).hexdigest()
+        from learners.policy import export_weights
+
+        return hashlib.sha256(export_weights(self.trainer.model)).hexdigest()
 
     def get_version(self) -> int:
         return self.trainer.version

@@ -1,6 +1,7 @@
 """vLLM worker extension: loads new weights into a running engine.
 
-Weights travel as safetensors bytes: tensors passed as RPC arguments arrive mangled on CPU.
+Weights arrive as a few flat buckets (learners/weight_pack.py) whose arrays Ray maps from its object
+store without a copy; the only copy on this side is the engine's own, into its parameters.
 """
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from __future__ import annotations
 class WeightReloader:
     """Mixed into vLLM's worker class through `worker_extension_cls`."""
 
-    def reload_from_bytes(self, blob: bytes) -> int:
-        from safetensors.torch import load
+    def reload_from_buckets(self, buckets: list) -> int:
+        from learners.weight_pack import unpack
 
-        state = load(blob)
-        self.model_runner.reload_weights(weights_iterator=iter(state.items()))
-        return len(state)
+        named = list(unpack(buckets))
+        self.model_runner.reload_weights(weights_iterator=iter(named))
+        return len(named)

@@ -55,6 +55,8 @@ class RolloutConfig(Section):
     """Longest response in tokens."""
     max_model_len: int = Field(64, ge=8)
     """vLLM context length: prompt plus response."""
+    max_staleness: int = Field(0, ge=0, le=8)
+    """Asynchronous pipeline: the generators may produce the batches of the next k steps while the learner trains, so a batch can come from a policy up to k updates old (the update corrects for it with the behaviour log-probs; an older batch is dropped and regenerated, counted as `stale_dropped`). 0: generate each batch after the previous update, a synchronous loop."""
 
 
 # Fields that only one source type reads: setting one on another type is a mistake worth naming.
@@ -224,7 +226,13 @@ class ResourcesConfig(Section):
     learner_gpus: float = Field(0.0, ge=0.0)
     """GPUs for the learner on a cluster (0 on the CPU demo)."""
     threads_per_actor: int = Field(1, ge=1)
-    """torch threads in each generator and learner (keep cores × 1 on a laptop)."""
+    """torch threads in each generator and learner unless learner_threads / generator_threads say otherwise."""
+    learners: int = Field(1, ge=1, le=1024)
+    """Learner actors training data-parallel in one torch.distributed group (gloo on CPU, NCCL when learner_gpus > 0): each runs the model on its own prompt groups, gradients are summed before every optimizer step, so N learners produce the weights one would (to float rounding); the first exports the weights to the generators."""
+    learner_threads: int | None = Field(None, ge=1)
+    """torch threads of the learner (null: threads_per_actor). With max_staleness 0 the learner runs while the generators wait, so it may take every core of its node; with max_staleness ≥ 1 they run at the same time: leave cores for the generators."""
+    generator_threads: int | None = Field(None, ge=1)
+    """torch threads of each generator (null: threads_per_actor)."""
     placement: PlacementConfig = PlacementConfig()
     custom: dict[str, dict[str, float]] = {}
     """Custom Ray resources that each actor of a role asks for, by role (the keys of `placement`), e.g. {verifiers: {verifier_node: 0.01}}: the role runs only on nodes started with them (deploy/ marks its CPU groups verifier_node and judge_node). A role listed here needs a `placement` strategy, so a request no node meets fails after timeout_s instead of waiting forever."""
@@ -254,7 +262,8 @@ class ResourcesConfig(Section):
         return self
 
     def cpus_needed(self, num_generators: int, verifiers: int, reward_cpus: float = 0.0) -> float:
-        return num_generators * self.generator_cpus + self.learner_cpus + self.verifier_cpus * verifiers + reward_cpus
+        return (num_generators * self.generator_cpus + self.learners * self.learner_cpus + self.verifier_cpus * verifiers
+                + reward_cpus)
 
 
 def _installed(module: str) -> bool:

@@ -18,27 +18,16 @@ from cluster.data import PromptSampler, read_rows
 from cluster.loggers import make_loggers
 from cluster.metrics import MetricsLog
 from cluster.placement import Placements, PlacementError
+from cluster.pipeline import RolloutPipeline, split
 from cluster.reward_router import RewardRouter, Routed
 from cluster.reward_sources import build_sources
 from cluster.scaling import read_request
 from cluster.weight_sync import ObjectStoreSync
 from learners.rollout import RolloutBatch
 from learners.losses import Clip
-from learners.shaping import informative_groups, overlong_penalty
 from learners.trainer import CriticSettings, UpdateSettings
 
 log = logging.getLogger("threefold.controller")
-
-
-def split(items: list, parts: int) -> list[list]:
-    """Contiguous near-equal shards (empty shards dropped)."""
-    size, rem = divmod(len(items), parts)
-    out, lo = [], 0
-    for i in range(parts):
-        hi = lo + size + (1 if i < rem else 0)
-        out.append(items[lo:hi])
-        lo = hi
-    return [s for s in out if s]
 
 
 def update_settings(cfg: RunConfig) -> UpdateSettings:
@@ -80,7 +69,8 @@ class Controller:
     def _build(self, cfg: RunConfig, run_dir: Path, generators: list | None) -> None:
         res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
         # the GPU roles' group first, so reward actors cannot take its room; no group, no Ray call
-        gen_opts, learner_opts = self.placements.trainers(0 if generators else cfg.rollout.num_generators)
+        gen_opts, learner_opts = self.placements.trainers(0 if generators else cfg.rollout.num_generators,
+                                                          res.learners)
         shared: dict = {}
         rw, where = cfg.reward, self.placements
         self.router = RewardRouter(build_sources(rw, rw.training_sources(), res.verifier_cpus, shared, where))
@@ -93,13 +83,19 @@ class Controller:
         self.owns_generators = generators is None
         self.generators = generators or [
             RolloutGenerator.options(**opts).remote(model_dir, cfg.seed + rank, cfg.rollout.max_model_len,
-                                                    res.threads_per_actor)
+                                                    res.generator_threads or res.threads_per_actor)
             for rank, opts in enumerate(gen_opts)
         ]
-        self.learner = Learner.options(**learner_opts).remote(
-            model_dir, update_settings(cfg), res.threads_per_actor)
+        self.learners = [Learner.options(**opts).remote(model_dir, update_settings(cfg),
+                                                        res.learner_threads or res.threads_per_actor)
+                         for opts in learner_opts]
+        self.learner = self.learners[0]  # exports the weights, answers the parity probe, saves the checkpoint
+        if len(self.learners) > 1:
+            where, backend = ray.get(self.learner.address.remote()), "nccl" if res.learner_gpus else "gloo"
+            ray.get([ln.join.remote(rank, len(self.learners), where, backend) for rank, ln in enumerate(self.learners)])
         self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
                                     cfg.logging.parity_tol)
+        self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name,
                                   make_loggers(cfg.logging, run_dir, run_dir.name, cfg.model_dump(mode="json")))
         self.version = 0
@@ -111,43 +107,11 @@ class Controller:
         row = self.eval_rows[0]  # any text works; an answer makes the probe look like a real sample
         return tok(row["prompt"] + str(row.get("answer", "")))["input_ids"] + [tok.eos_token_id]
 
-    def rollout(self, rows: list[dict]) -> RolloutBatch:
-        r = self.cfg.rollout
-        shards = split(rows, len(self.generators))
-        refs = [g.generate.remote(s, r.samples_per_prompt, r.temperature, r.max_new_tokens)
-                for g, s in zip(self.generators, shards)]
-        return RolloutBatch.concat(ray.get(refs))
-
     def sample_scored(self, n_prompts: int) -> tuple[RolloutBatch, dict]:
-        """A scored batch of `n_prompts` groups. With dynamic sampling, groups whose rewards are all
-        equal are dropped and more prompts sampled, for at most `max_rounds` extra rounds (if every
-        group of every round was dropped, the last round is used as it is)."""
-        ds, over, max_len = self.cfg.algorithm.dynamic_sampling, self.cfg.algorithm.overlong, self.cfg.rollout.max_new_tokens
-        kept, info = [], {"groups_dropped": 0, "extra_rounds": 0, "time_generate": 0.0, "time_reward": 0.0}
-        have = lambda: sum(len(set(b.group_ids)) for b in kept)  # noqa: E731
-        while True:
-            t0 = time.perf_counter()
-            batch = self.rollout(self.sampler.next(n_prompts - have()))
-            t1 = time.perf_counter()
-            routed = self.router.score(self._prompts(batch.metadata), batch.texts, batch.metadata, batch.group_ids)
-            batch.rewards, batch.statuses, batch.reward_detail = routed.rewards, routed.statuses, routed.by_source
-            if not all(routed.keep):
-                batch = batch.select([i for i, k in enumerate(routed.keep) if k])
-            info["time_generate"] += t1 - t0
-            info["time_reward"] += time.perf_counter() - t1
-            info["sources"] = merge_source_metrics(info.get("sources"), routed.metrics)
-            if over.buffer:
-                batch.rewards = [r + overlong_penalty(len(ids), max_len, over.buffer, over.penalty)
-                                 for r, ids in zip(batch.rewards, batch.response_ids)]
-            if not ds.enabled or not len(batch):
-                return batch, info
-            good = sorted(informative_groups(batch.rewards, batch.group_ids))
-            info["groups_dropped"] += len(set(batch.group_ids)) - len(good)
-            if good:
-                kept.append(batch.select_groups(good))
-            if have() >= n_prompts or info["extra_rounds"] >= ds.max_rounds:
-                return (RolloutBatch.concat(kept) if kept else batch), info
-            info["extra_rounds"] += 1
+        """A scored batch of `n_prompts` groups from the generators' current weights, now."""
+        self.pipeline.queue(-1, n_prompts)
+        got = self.pipeline.take(-1)
+        return got.batch, got.info
 
     @staticmethod
     def _prompts(rows: list[dict]) -> list[str]:
@@ -155,6 +119,7 @@ class Controller:
 
     def evaluate(self) -> float:
         """Mean held-out score of greedy answers under the eval sources (failed or dropped samples count 0)."""
+        self.sync.finish()  # evaluate the weights of the last update
         prompts = self._prompts(self.eval_rows)
         shards = split(prompts, len(self.generators))
         refs = [g.greedy.remote(s, self.cfg.rollout.max_new_tokens) for g, s in zip(self.generators, shards)]
@@ -183,31 +148,58 @@ class Controller:
     def pool_sizes(self) -> dict[str, int]:
         return pool_sizes({**self.router.sizes(), "generators": len(self.generators)})
 
+    def _take(self, step: int) -> tuple[RolloutBatch, dict]:
+        """The step's scored batch; one older than max_staleness is never trained on: it is
+        dropped (counted) and the step regenerated from the current weights."""
+        got, stale = self.pipeline.take(step), 0
+        while self.version - got.batch.policy_version > self.cfg.rollout.max_staleness:
+            stale += 1
+            log.warning("step %d: batch from policy version %d is older than rollout.max_staleness=%d at version "
+                        "%d; dropped and regenerated", step, got.batch.policy_version,
+                        self.cfg.rollout.max_staleness, self.version)
+            self.sync.finish()
+            got = self.pipeline.take(step)
+        return got.batch, {**got.info, **({"stale_dropped": stale} if stale else {})}
+
+    def _queue_ahead(self, step: int) -> None:
+        """Queue the batch that may start from the weights just queued (see cluster/pipeline.py)."""
+        ahead = step + 1 + self.cfg.rollout.max_staleness
+        if ahead <= self.cfg.steps:
+            self.pipeline.queue(ahead)
+
     def step(self, step: int) -> dict:
         self.apply_scaling()
-        batch, sampling = self.sample_scored(self.cfg.rollout.prompts_per_step)
+        k = self.cfg.rollout.max_staleness
+        batch, sampling = self._take(step)
         if not len(batch):  # every sample dropped by a failing source: nothing to learn from, keep going
             log.warning("step %d: every sample was dropped (per-source metrics: %s)", step, sampling["sources"])
+            self._queue_ahead(step)
             return {"step": step, "policy_version": self.version, "samples": 0, "skipped": True, **sampling}
-        t2 = time.perf_counter()
-        stats = ray.get(self.learner.update.remote(batch))
-        t3 = time.perf_counter()
+        batch_ref = ray.put(batch)  # once for every learner
+        update = [ln.update.remote(batch_ref) for ln in self.learners][0]
         self.version += 1
-        self.sync.push(self.version)
+        self.sync.start(self.version)  # queued behind the update, and on each generator behind its queued batches
+        self._queue_ahead(step)
+        if k and step < self.cfg.steps:
+            self.pipeline.prepare(step + 1)  # score the next batch while the learner trains
+        t0 = time.perf_counter()
+        stats = ray.get(update)
+        waited = time.perf_counter() - t0
+        if not k or step % self.cfg.logging.parity_every == 0:
+            self.sync.finish()
         record = {"step": step, "policy_version": self.version, "rollout_version": batch.policy_version,
-                  **self.router.sizes(), "pools": {**self.pool_sizes(), "learner": 1}, "samples": len(batch), **sampling}
+                  **self.router.sizes(), "pools": {**self.pool_sizes(), "learner": len(self.learners)}, "samples": len(batch), **sampling}
         if not self.cfg.algorithm.dynamic_sampling.enabled:
             del record["groups_dropped"], record["extra_rounds"]
         if step % self.cfg.logging.parity_every == 0:
             record["parity_max_abs_diff"] = self.sync.check_parity()
-        t4 = time.perf_counter()
         tokens = sum(len(r) for r in batch.response_ids)
         if self.verified:
             record["accuracy"] = sum(s == "passed" for s in batch.statuses) / len(batch)
         record.update(
             reward_mean=sum(batch.rewards) / len(batch),
             response_len=tokens / len(batch), tokens_per_s=tokens / max(sampling["time_generate"], 1e-9),
-            time_learn=t3 - t2, time_sync=t4 - t3,
+            time_learn=stats.pop("seconds"), time_sync=self.sync.seconds, time_wait_learn=waited,
             **stats,
         )
         return record
@@ -226,7 +218,7 @@ class Controller:
         from tqdm import tqdm
 
         cfg = self.cfg
-        ray.get([g.get_version.remote() for g in self.generators] + [self.learner.get_version.remote()])
+        ray.get([g.get_version.remote() for g in self.generators] + [ln.get_version.remote() for ln in self.learners])
         if not self.owns_generators:
             self.sync.push(0)  # reused engines hold another run's weights
         parity0 = self.sync.check_parity()
@@ -235,12 +227,15 @@ class Controller:
                             "parity_max_abs_diff": parity0})
         self.control.push(eval_accuracy=first, eval_step=0, pools=self.pool_sizes())
         storage.sync_run(self.run_dir, cfg.logging.storage)  # outputs to logging.storage at every evaluation
+        for ahead in range(1, min(cfg.steps, 1 + cfg.rollout.max_staleness) + 1):
+            self.pipeline.queue(ahead)  # the batches that the initial weights may generate
         bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True, mininterval=2.0)
         acc = first
         for step in bar:
             t0 = time.perf_counter()
             record = self.step(step)
-            self.throughput.add(record["samples"], time.perf_counter() - t0)  # evaluation time left out
+            record["time_step"] = time.perf_counter() - t0
+            self.throughput.add(record["samples"], record["time_step"])  # evaluation time left out
             if step % cfg.logging.eval_every == 0 or step == cfg.steps:
                 acc = record["eval_accuracy"] = self.evaluate()
                 record["eval_by_source"] = self.eval_detail
@@ -252,6 +247,7 @@ class Controller:
                 storage.sync_run(self.run_dir, cfg.logging.storage)
             if not record.get("skipped"):
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
+        self.sync.finish()
         ray.get(self.learner.save.remote(str((self.run_dir / "checkpoint").resolve())))
         storage.sync_checkpoint(self.run_dir, cfg.logging.storage, self.learner)  # from the learner's node
         return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps,
@@ -267,33 +263,9 @@ class Controller:
         sources = self.router.sources + [s for s in self.eval_router.sources if s not in self.router.sources]
         for src in sources:
             src.close()  # a pool shared by several sources is killed once; killing twice is harmless
-        for actor in [self.learner] + (self.generators if self.owns_generators else []):
+        for actor in self.learners + (self.generators if self.owns_generators else []):
             ray.kill(actor)
         self.placements.close()
-
-
-def merge_source_metrics(old: dict | None, new: dict) -> dict:
-    """Per-source metrics of several sampling rounds of one step: counts and seconds add up."""
-    if not old:
-        return new
-    out = dict(old)
-    for name, m in new.items():
-        if name not in out:
-            out[name] = m
-            continue
-        a = out[name]
-        n_ok = lambda x: x["samples"] - x["failures"] - x["dropped"]  # noqa: E731
-        ok = n_ok(a) + n_ok(m)
-        mean = ((a["mean"] or 0.0) * n_ok(a) + (m["mean"] or 0.0) * n_ok(m)) / ok if ok else None
-        statuses = {k: a["statuses"].get(k, 0) + m["statuses"].get(k, 0) for k in {*a["statuses"], *m["statuses"]}}
-        summed = ("samples", "weighted_sum", "failures", "dropped", "seconds", "neutralised")
-        out[name] = {**m, **{k: a[k] + m[k] for k in summed if k in a and k in m},
-                     "mean": mean, "statuses": statuses}
-        n = out[name]
-        n["per_second"] = n["samples"] / n["seconds"] if n["seconds"] > 0 else None
-        if "pass_rate" in m:
-            n["pass_rate"] = n["statuses"].get("passed", 0) / max(n["samples"], 1)
-    return out
 
 
 def write_config(cfg: RunConfig, run_dir: Path) -> None:

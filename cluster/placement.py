@@ -203,13 +203,13 @@ class Placements:
                 out[i] = in_group(actor_options(specs[i]), pg, j)
         return out
 
-    def trainers(self, generators: int) -> tuple[list[dict], dict]:
-        """Options for `generators` generators and the learner: one group when their strategies match."""
+    def trainers(self, generators: int, learners: int = 1) -> tuple[list[dict], list[dict]]:
+        """Options for `generators` generators and `learners` learners: one group when their strategies match."""
         res = self.res or ResourcesConfig()
         gen = self.spec("generators", res.generator_cpus, res.generator_gpus)
         learner = self.spec("learner", res.learner_cpus, res.learner_gpus)
-        opts = self.group([gen] * generators + [learner])
-        return opts[:-1], opts[-1]
+        opts = self.group([gen] * generators + [learner] * learners)
+        return opts[:generators], opts[generators:]
 
     def close(self) -> None:
         for slots in self.slots:

@@ -39,7 +39,10 @@ class RewardRouter:
                     "(set the row's `kind` or a source's `kinds`)")
         return next((p for p in (s.row_problem(row) for s in serving) if p), None)
 
-    def score(self, prompts: list[str], responses: list[str], rows: list[dict], groups: list[int]) -> Routed:
+    def score(self, prompts: list[str], responses: list[str], rows: list[dict], groups: list[int],
+              extras: bool = True) -> Routed:
+        """One RewardResult per sample, merged. `extras=False` leaves out the sources' own metrics
+        (read them with `extras()` once the step's last part is scored)."""
         n = len(responses)
         samples = [Sample(p, r, row, g) for p, r, row, g in zip(prompts, responses, rows, groups)]
         plan = [(src, [i for i in range(n) if src.serves(rows[i])]) for src in self.sources]
@@ -50,6 +53,8 @@ class RewardRouter:
         out = Routed([0.0] * n, [""] * n, [True] * n, [{} for _ in range(n)])
         for (src, idx), (results, seconds) in zip(plan, outcomes):
             out.metrics[src.name] = self._merge(src, idx, results, seconds, out)
+            if extras:
+                out.metrics[src.name].update(self.source_extras(src))
         return out
 
     @staticmethod
@@ -74,14 +79,20 @@ class RewardRouter:
                 ok_scores.append(res.score)
             out.rewards[i] += cfg.weight * value
             weighted += cfg.weight * value
-        extra = src.extra_metrics()
-        queue = getattr(getattr(src, "pool", None), "queue_peak", None)  # actor pools: items that waited
-        if isinstance(queue, int):
-            extra = {"queue_peak": queue, **extra}
         return {"type": cfg.type, "samples": len(idx), "mean": sum(ok_scores) / len(ok_scores) if ok_scores else None,
                 "weighted_sum": weighted, "failures": failures, "dropped": dropped, "seconds": seconds,
                 "per_second": len(idx) / seconds if seconds > 0 else None,
-                "statuses": statuses, **extra}
+                "statuses": statuses}
+
+    @staticmethod
+    def source_extras(src: Source) -> dict:
+        extra = src.extra_metrics()
+        queue = getattr(getattr(src, "pool", None), "queue_peak", None)  # actor pools: items that waited
+        return {"queue_peak": queue, **extra} if isinstance(queue, int) else extra
+
+    def extras(self, names) -> dict[str, dict]:
+        """Each named source's own metrics since its previous report."""
+        return {src.name: self.source_extras(src) for src in self.sources if src.name in names}
 
     def pools(self, served: bool = False) -> dict[str, list]:
         """Resizable pools by the name `threefold scale` uses: verifiers, rm, judges; with `served`,

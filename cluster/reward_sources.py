@@ -43,6 +43,8 @@ class Source:
         raise NotImplementedError
 
     def extra_metrics(self) -> dict:
+        """Source-specific metrics of what it scored since the previous call (one step, however many
+        score calls it took)."""
         return {}
 
     def close(self) -> None:
@@ -80,7 +82,8 @@ class CodeSource(Source):
                  "tests": s.row["tests"], **({"limits": s.row["limits"]} if "limits" in s.row else {})}
                 for i, s in enumerate(samples)]
         verdicts = self.pool.verify(rows)
-        self.programs, self.passed = len(verdicts), sum(v["status"] == "passed" for v in verdicts)
+        self.programs += len(verdicts)  # since the last extra_metrics: a step may score in several calls
+        self.passed += sum(v["status"] == "passed" for v in verdicts)
         return [RewardResult(float(v["reward"]), v["status"], {k: v[k] for k in ("passed", "total") if k in v}
                              | ({"error": v["error"]} if v.get("error") else {}))
                 for v in verdicts]
@@ -89,7 +92,9 @@ class CodeSource(Source):
         # the sandbox mode every verifier actor runs in: it must stay the strongest available
         modes = (self.pool.sandbox_modes() if hasattr(self.pool, "sandbox_modes") else  # a Serve app's replicas
                  sorted({i["mode"] for i in ray.get([a.info.remote() for a in self.pool.actors])}))
-        return {"pass_rate": self.passed / max(self.programs, 1), "sandbox_mode": ",".join(modes)}
+        out = {"pass_rate": self.passed / max(self.programs, 1), "sandbox_mode": ",".join(modes)}
+        self.passed = self.programs = 0
+        return out
 
 
 class ExactSource(Source):
@@ -131,13 +136,16 @@ class ExactSource(Source):
     def score(self, samples):
         rows = [{"id": i, "kind": "exact", "response": s.response, **self._fields(s.row)} for i, s in enumerate(samples)]
         verdicts = self.pool.verify(rows, chunk=max(4, -(-len(rows) // max(1, 2 * len(self.pool.actors)))))
-        self.answers, self.passed = len(verdicts), sum(v["status"] == "passed" for v in verdicts)
+        self.answers += len(verdicts)
+        self.passed += sum(v["status"] == "passed" for v in verdicts)
         return [RewardResult(float(v["reward"]), v["status"], {"error": v["error"]} if v.get("error") else
                              {k: x for k, x in (v["cases"] or [{}])[0].items() if k != "status"})
                 for v in verdicts]
 
     def extra_metrics(self) -> dict:
-        return {"pass_rate": self.passed / max(self.answers, 1)}  # as code sources: share of samples passed
+        out = {"pass_rate": self.passed / max(self.answers, 1)}  # as code sources: share of samples passed
+        self.passed = self.answers = 0
+        return out
 
 
 class RMSource(Source):
@@ -176,7 +184,7 @@ class JudgeSource(Source):
     def score(self, samples):
         # responses that carried the judge's own format markers (defused before judging): a
         # rising count means the policy is learning to talk to the judge
-        self.neutralised = sum(carries_markers(s.response) for s in samples)
+        self.neutralised += sum(carries_markers(s.response) for s in samples)
         third = {"group": [s.group for s in samples], "reference": [s.row.get("reference") for s in samples],
                  "pointwise": None}[self.cfg.judge_mode]
         return self.pool.rewards(self.cfg.judge_mode, [s.prompt for s in samples], [s.response for s in samples], third)
@@ -196,7 +204,8 @@ class JudgeSource(Source):
                 "agreement", "prompt_tokens", "completion_tokens", "cost")
         overall = every.summary(lambda p, c: sum(m["cost"] for m in per_judge.values()))
         by_principle = principle_summary(step)  # per_principle judges: shares, abstain rate, mean score
-        return {"neutralised": self.neutralised, "tokens": every.prompt_tokens + every.completion_tokens,
+        neutralised, self.neutralised = self.neutralised, 0
+        return {"neutralised": neutralised, "tokens": every.prompt_tokens + every.completion_tokens,
                 **{k: overall[k] for k in keep if k not in ("prompt_tokens", "completion_tokens")},
                 "judges": {name: {k: m[k] for k in keep} for name, m in per_judge.items()},
                 **({"principles": by_principle} if by_principle else {})}

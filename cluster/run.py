@@ -63,7 +63,7 @@ def check_capacity(cfg: RunConfig) -> None:
     if need > have:
         raise ConfigError(
             f"the actors need {need:g} Ray CPUs (rollout.num_generators × resources.generator_cpus + "
-            f"resources.learner_cpus + reward.verifiers × resources.verifier_cpus + each rm source's "
+            f"resources.learners × resources.learner_cpus + reward.verifiers × resources.verifier_cpus + each rm source's "
             f"scorers × cpus + each judge source's pool and served judges) but this cluster has {have:g}; "
             "lower those values (fractions are fine) or add nodes"
         )

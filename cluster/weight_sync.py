@@ -1,6 +1,7 @@
 """Weight sync strategies behind one interface; each sync can be checked by log-prob parity."""
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 
 import ray
@@ -16,10 +17,28 @@ class WeightSync(ABC):
         self.generators = generators
         self.probe_ids = probe_ids
         self.tol = tol
+        self.pending: list[tuple[int, list]] = []  # (version, the generators' load calls)
+        self.seconds = 0.0
 
     @abstractmethod
+    def start(self, version: int) -> None:
+        """Queue the learner's current weights, tagged `version`, on every generator (returns at once:
+        a generator loads them after the calls already queued on it)."""
+
+    def finish(self) -> None:
+        """Wait until every queued load is done; `seconds` is how long this waited."""
+        t0 = time.perf_counter()
+        while self.pending:
+            version, refs = self.pending.pop(0)
+            versions = ray.get(refs)
+            if any(v != version for v in versions):
+                raise ParityError(f"generators report versions {versions}, expected {version}")
+        self.seconds = time.perf_counter() - t0
+
     def push(self, version: int) -> None:
-        """Make every generator hold the learner's current weights, tagged `version`."""
+        """Make every generator hold the learner's current weights, tagged `version`, now."""
+        self.start(version)
+        self.finish()
 
     def check_parity(self) -> float:
         """Max |Δ log-prob| over generators and probe tokens; raises ParityError above `tol`."""
@@ -38,13 +57,13 @@ class WeightSync(ABC):
 
 
 class ObjectStoreSync(WeightSync):
-    """Learner exports safetensors bytes once into the object store; every engine reloads in place."""
+    """The learner exports its weights once into the object store (a few flat buffers, see
+    learners/weight_pack.py); each generator makes one call that loads them in place."""
 
-    def push(self, version: int) -> None:
-        blob = self.learner.export.remote()
-        versions = ray.get([g.load_weights.remote(blob, version) for g in self.generators])
-        if any(v != version for v in versions):
-            raise ParityError(f"generators report versions {versions}, expected {version}")
+    def start(self, version: int) -> None:
+        self.seconds = 0.0
+        blob = self.learner.export.remote()  # runs after the learner's queued update
+        self.pending.append((version, [g.load_weights.remote(blob, version) for g in self.generators]))
 
 
 STRATEGIES = {"object_store": ObjectStoreSync}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
 import torch
 
 from learners.registry import Registry
@@ -26,13 +28,18 @@ class AdvantageInputs:
     lam: float = 0.95
     normalize: bool = True  # whiten ppo advantages over the batch
     eps: float = 1e-6
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None  # sums over data-parallel ranks (learners/distributed.py)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(x − mean) / std over the masked entries (unbiased std); padding stays 0."""
-    n = mask.sum().clamp(min=1.0)
-    mean = (x * mask).sum() / n
-    var = (((x - mean) * mask) ** 2).sum() / (n - 1).clamp(min=1.0)
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6,
+                  total: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """(x − mean) / std over the masked entries (unbiased std); padding stays 0. `total` sums the
+    statistics over every rank's part of the batch."""
+    total = total or (lambda v: v)
+    n, s = total(torch.stack([mask.sum(), (x * mask).sum()]))
+    n = n.clamp(min=1.0)
+    mean = s / n
+    var = total((((x - mean) * mask) ** 2).sum()) / (n - 1).clamp(min=1.0)
     return (x - mean) / (var.sqrt() + eps) * mask
 
 
@@ -62,7 +69,7 @@ def ppo_advantages(x: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
     if x.values is None:
         raise ValueError("ppo needs the critic's values")
     adv, returns = gae(x.token_rewards, x.values, x.mask, x.gamma, x.lam)
-    return (masked_whiten(adv, x.mask, x.eps) if x.normalize else adv), returns
+    return (masked_whiten(adv, x.mask, x.eps, x.total) if x.normalize else adv), returns
 
 
 def _per_group(scores: torch.Tensor, group_ids: torch.Tensor, fn) -> torch.Tensor:
@@ -112,7 +119,7 @@ def reinforce_pp_advantages(x: AdvantageInputs) -> tuple[torch.Tensor, torch.Ten
     """REINFORCE++ (Hu 2025): per-token return G_t = Σ_{k≥t} γ^{k−t} r_k (the KL penalty is in
     r_k), whitened over every response token of the batch; no critic, no groups."""
     returns = discounted_returns(x.token_rewards, x.mask, x.gamma)
-    return masked_whiten(returns, x.mask, x.eps), returns
+    return masked_whiten(returns, x.mask, x.eps, x.total), returns
 
 
 def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -7,6 +7,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
+from learners.policy import response_hidden
+from learners.rollout import PackedBatch
+
 
 def load_critic(model_dir: str | Path) -> PreTrainedModel:
     """From a policy directory the head is new: zero-initialised, so every first value is 0 and
@@ -22,6 +25,6 @@ def load_critic(model_dir: str | Path) -> PreTrainedModel:
     return critic
 
 
-def token_values(critic: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """V(s_t) for the state after x_{≤t}, aligned with the log-probs of x_{t+1}: [B, L] → [B, L−1]."""
-    return critic(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, 0].float()
+def response_values(critic: PreTrainedModel, p: PackedBatch) -> torch.Tensor:
+    """V(s_t) for the state before response token t (aligned with its log-prob): [B, T]."""
+    return critic.score(critic.dropout(response_hidden(critic, p)))[..., 0].float()

@@ -26,6 +26,7 @@ class RolloutBatch:
     rewards: list[float] | None = None
     statuses: list[str] | None = None
     reward_detail: list[dict] | None = None  # per sample: {source name: {"score", "status"}}
+    generate_seconds: float = 0.0  # the generator's wall time for this batch (shards: their own)
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -71,31 +72,47 @@ class RolloutBatch:
 
 @dataclass
 class PackedBatch:
-    """Right-padded tensors. L = longest prompt+response; values are per predicted token [B, L-1]."""
+    """The learner's tensors. The samples of a group share their prompt, so each distinct prompt is
+    packed once and every response points at it (`owner`): the forward pass runs each prompt once
+    (see learners/policy.py). Per-token values cover response positions only.
+    U distinct prompts, B samples, P = longest prompt, T = longest response; right-padded."""
 
-    input_ids: torch.Tensor  # [B, L]
-    attention_mask: torch.Tensor  # [B, L]
-    response_mask: torch.Tensor  # [B, L-1], 1.0 where token t+1 is a response token
-    old_logp: torch.Tensor  # [B, L-1], behaviour log-probs on response positions, 0 elsewhere
+    prompt_ids: torch.Tensor  # [U, P]
+    prompt_len: torch.Tensor  # [U]
+    owner: torch.Tensor  # [B], index into the prompts
+    response_ids: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] float, 1.0 on response tokens
+    old_logp: torch.Tensor  # [B, T], behaviour log-probs, 0 on padding
     rewards: torch.Tensor  # [B]
     group_ids: torch.Tensor  # [B]
+
+    def rows(self, idx: torch.Tensor) -> "PackedBatch":
+        """The samples `idx` with only the prompts they use."""
+        used, owner = torch.unique(self.owner[idx], return_inverse=True)
+        return PackedBatch(self.prompt_ids[used], self.prompt_len[used], owner, self.response_ids[idx],
+                           self.response_mask[idx], self.old_logp[idx], self.rewards[idx], self.group_ids[idx])
+
+
+def _right_padded(rows: list[list], pad, dtype) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=dtype)
 
 
 def pack(batch: RolloutBatch, pad_id: int) -> PackedBatch:
     if batch.rewards is None:
         raise ValueError("RolloutBatch has no rewards; score it before learning")
-    rows = [p + r for p, r in zip(batch.prompt_ids, batch.response_ids)]
-    width = max(len(r) for r in rows)
-    n = len(rows)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((n, width), dtype=torch.long)
-    resp = torch.zeros((n, width - 1))
-    old = torch.zeros((n, width - 1))
-    for i, (p, r, lp) in enumerate(zip(batch.prompt_ids, batch.response_ids, batch.behaviour_logprobs)):
-        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-        attn[i, : len(p) + len(r)] = 1
-        start = len(p) - 1  # logits at position t predict token t+1
-        resp[i, start : start + len(r)] = 1.0
-        old[i, start : start + len(r)] = torch.tensor(lp, dtype=torch.float32)
-    return PackedBatch(ids, attn, resp, old, torch.tensor(batch.rewards, dtype=torch.float32),
-                       torch.tensor(batch.group_ids))
+    index: dict[tuple, int] = {}
+    owner = [index.setdefault(tuple(p), len(index)) for p in batch.prompt_ids]
+    prompts = [list(p) for p in index]
+    lens = [len(r) for r in batch.response_ids]
+    width = max(1, max(lens))
+    return PackedBatch(
+        prompt_ids=_right_padded(prompts, pad_id, torch.long),
+        prompt_len=torch.tensor([len(p) for p in prompts]),
+        owner=torch.tensor(owner),
+        response_ids=_right_padded(batch.response_ids, pad_id, torch.long),
+        response_mask=(torch.arange(width)[None, :] < torch.tensor(lens)[:, None]).float(),
+        old_logp=_right_padded(batch.behaviour_logprobs, 0.0, torch.float32),
+        rewards=torch.tensor(batch.rewards, dtype=torch.float32),
+        group_ids=torch.tensor(batch.group_ids),
+    )

@@ -11,12 +11,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from learners.advantages import AdvantageInputs, estimators
-from learners.critic import load_critic, token_values
+from learners.critic import load_critic, response_values
 from learners.kl_control import KLController
 from learners.losses import Clip, Norm, aggregate, explained_variance, kl_estimators, policy_loss, value_loss
-from learners.policy import export_weights, sequence_logprobs, token_logprobs
+from learners.policy import response_logprobs, sequence_logprobs
 from learners.rollout import PackedBatch, RolloutBatch, pack
 from learners.schedule import lr_lambda
+from learners import distributed, weight_pack
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class UpdateSettings:
 
 @dataclass
 class Prepared:
-    """Per-batch tensors fixed before the first optimizer step. All [B, T]."""
+    """Per-batch tensors fixed before the first optimizer step. All [B, T] over response positions."""
 
     packed: PackedBatch
     old_logp: torch.Tensor
@@ -74,7 +75,7 @@ class Prepared:
 class PolicyTrainer:
     """Policy, frozen reference, optional critic, their optimizers and schedules; one `update` per batch."""
 
-    def __init__(self, model_dir: str | Path, settings: UpdateSettings):
+    def __init__(self, model_dir: str | Path, settings: UpdateSettings, shard: distributed.Shard | None = None):
         torch.manual_seed(settings.seed)
         self.settings = s = settings
         self.estimator = estimators.get(s.algorithm)
@@ -91,6 +92,7 @@ class PolicyTrainer:
         self.kl = KLController(s.kl_coef, s.kl_target, s.kl_horizon)
         self.version = 0
         self.generator = torch.Generator().manual_seed(s.seed)
+        self.shard = shard or distributed.Shard()
 
     def _optimizer(self, model, lr: float):
         s = self.settings
@@ -102,15 +104,21 @@ class PolicyTrainer:
         """Epochs × shuffled minibatches of optimizer steps on one scored batch."""
         s = self.settings
         lag = self.version - batch.policy_version
-        prep = self._prepare(pack(batch, self.tokenizer.pad_token_id), lag)
+        whole = pack(batch, self.tokenizer.pad_token_id)
+        own = self.shard.own(whole.group_ids)  # every sample with one learner; whole groups per rank
+        local = torch.full((len(whole.owner),), -1)
+        local[own] = torch.arange(len(own))
+        prep = self._prepare(whole.rows(own), lag)
         train_policy = self.version >= s.critic.warmup_steps or self.critic is None
         sums: dict[str, float] = {}
-        n = prep.packed.input_ids.shape[0]
+        n = len(whole.owner)
         steps = 0
         for _ in range(s.epochs):
-            order = torch.randperm(n, generator=self.generator)
+            order = torch.randperm(n, generator=self.generator)  # the same on every rank
             for part in order.chunk(min(s.minibatches, n)):
-                for k, v in self._minibatch(prep, part, train_policy).items():
+                norm = Norm.of(whole.response_mask[part], s.max_new_tokens)  # of the whole minibatch
+                mine = local[part]
+                for k, v in self._minibatch(prep, mine[mine >= 0], norm, train_policy).items():
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
         stats = {k: v / steps for k, v in sums.items()}
@@ -126,12 +134,12 @@ class PolicyTrainer:
     @torch.no_grad()
     def _prepare(self, packed: PackedBatch, lag: int) -> Prepared:
         s, mask = self.settings, packed.response_mask
-        ref_logp = self._no_grad(lambda ids, attn: token_logprobs(self.reference, ids, attn)[0], packed)
+        ref_logp = self._no_grad(lambda part: response_logprobs(self.reference, part)[0], packed)
         old_logp, weights = packed.old_logp, None
         if s.tis_cap is not None and lag == 0:
             # Fresh rollout: ρ's denominator is this policy as the learner computes it, and the
             # gap to what vLLM sampled from is a truncated importance weight.
-            old_logp = self._no_grad(lambda ids, attn: token_logprobs(self.model, ids, attn)[0], packed) * mask
+            old_logp = self._no_grad(lambda part: response_logprobs(self.model, part)[0], packed) * mask
             weights = torch.exp((old_logp - packed.old_logp).clamp(-20, 20)).clamp(max=s.tis_cap) * mask
         token_rewards = torch.zeros_like(mask)
         last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)
@@ -140,21 +148,22 @@ class PolicyTrainer:
             token_rewards = token_rewards - self.kl.beta * self.kl_fn(old_logp, ref_logp) * mask
         values = None
         if self.critic is not None:
-            values = self._no_grad(lambda ids, attn: token_values(self.critic, ids, attn), packed) * mask
+            values = self._no_grad(lambda part: response_values(self.critic, part), packed) * mask
         c = s.critic
+        total = distributed.sum_tensor if self.shard.world > 1 else None  # batch whitening over every rank
         adv, returns = self.estimator(AdvantageInputs(token_rewards, mask, packed.group_ids, values, c.gamma, c.lam,
-                                                      c.normalize_advantages))
+                                                      c.normalize_advantages, total=total))
         return Prepared(packed, old_logp, ref_logp, adv, returns, values, weights)
 
     def _no_grad(self, fn, packed: PackedBatch) -> torch.Tensor:
-        mb = self.settings.micro_batch_size
-        return torch.cat([fn(packed.input_ids[i:i + mb], packed.attention_mask[i:i + mb])
-                          for i in range(0, packed.input_ids.shape[0], mb)])
+        return torch.cat([fn(packed.rows(part))
+                          for part in torch.arange(len(packed.owner)).split(self.settings.micro_batch_size)])
 
-    def _minibatch(self, prep: Prepared, idx: torch.Tensor, train_policy: bool) -> dict[str, float]:
-        """One optimizer step (policy and/or critic) on the samples `idx`, in micro-batches."""
+    def _minibatch(self, prep: Prepared, idx: torch.Tensor, norm: Norm, train_policy: bool) -> dict[str, float]:
+        """One optimizer step (policy and/or critic) on the samples `idx` of a minibatch whose
+        normalisers are `norm`, in micro-batches; with several ranks, gradients and sums are summed
+        over them before the step."""
         s, p = self.settings, prep.packed
-        norm = Norm.of(p.response_mask[idx], s.max_new_tokens)
         self.optimizer.zero_grad(set_to_none=True)
         if self.critic_optimizer is not None:
             self.critic_optimizer.zero_grad(set_to_none=True)
@@ -165,6 +174,10 @@ class PolicyTrainer:
             share = float(p.response_mask[sub].sum()) / norm.tokens
             for k, v in [*parts.items(), *((k, v * share) for k, v in stats.items())]:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if self.shard.world > 1:
+            sums = distributed.sum_stats(sums)
+            for model in [self.model] * train_policy + [self.critic] * (self.critic is not None):
+                distributed.sum_gradients(list(model.parameters()))
         if train_policy:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm))
             self.optimizer.step()
@@ -177,11 +190,11 @@ class PolicyTrainer:
         """Loss terms of one micro-batch (they sum to its share of the minibatch loss) and its
         token-level statistics."""
         s, p = self.settings, prep.packed
-        ids, attn, mask = p.input_ids[sub], p.attention_mask[sub], p.response_mask[sub]
+        part, mask = p.rows(sub), p.response_mask[sub]
         out: dict[str, torch.Tensor] = {}
         stats: dict[str, torch.Tensor] = {}
         if train_policy:
-            logp, entropy = token_logprobs(self.model, ids, attn, with_entropy=True)
+            logp, entropy = response_logprobs(self.model, part, with_entropy=True)
             weights = prep.weights[sub] if prep.weights is not None else None
             out["policy_loss"], stats = policy_loss(logp, prep.old_logp[sub], prep.advantages[sub], mask, s.clip,
                                                     s.loss_agg, norm, weights)
@@ -191,7 +204,7 @@ class PolicyTrainer:
             if s.entropy_coef > 0:
                 out["entropy_loss"] = -s.entropy_coef * aggregate(entropy, mask, s.loss_agg, norm)
         if self.critic is not None:
-            values = token_values(self.critic, ids, attn)
+            values = response_values(self.critic, part)
             out["value_loss"], vstats = value_loss(values, prep.old_values[sub], prep.returns[sub], mask,
                                                    s.critic.value_clip, s.loss_agg, norm)
             stats.update(vstats)
@@ -202,14 +215,18 @@ class PolicyTrainer:
         """Whole-batch metrics at the pre-update policy (cheap: no extra forward passes)."""
         p = prep.packed
         mask = p.response_mask
-        tokens = mask.sum().clamp(min=1)
-        out = {"kl": float((self.kl_fn(prep.old_logp, prep.ref_logp) * mask).sum() / tokens), "kl_coef": self.kl.beta,
-               "lr": self.scheduler.get_last_lr()[0], "version_lag": float(lag), "policy_trained": float(train_policy),
-               "advantage_abs_mean": float((prep.advantages.abs() * mask).sum() / tokens),
-               "behaviour_ratio_mean": float((torch.exp(prep.old_logp - p.old_logp) * mask).sum() / tokens)}
+        sums = {"tokens": float(mask.sum()), "kl": float((self.kl_fn(prep.old_logp, prep.ref_logp) * mask).sum()),
+                "advantage_abs_mean": float((prep.advantages.abs() * mask).sum()),
+                "behaviour_ratio_mean": float((torch.exp(prep.old_logp - p.old_logp) * mask).sum())}
+        peak = {}
         if prep.weights is not None:
-            w = prep.weights[mask > 0]
-            out.update(is_weight_mean=float(w.mean()), is_weight_max=float(w.max()))
+            sums["is_weight_mean"] = float(prep.weights[mask > 0].sum())
+            peak["is_weight_max"] = float(prep.weights[mask > 0].max()) if mask.any() else 0.0
+        if self.shard.world > 1:  # token-weighted means over every rank's samples
+            sums, peak = distributed.sum_stats(sums), distributed.max_stats(peak)
+        tokens = max(sums.pop("tokens"), 1.0)
+        out = {**{k: v / tokens for k, v in sums.items()}, **peak, "kl_coef": self.kl.beta,
+               "lr": self.scheduler.get_last_lr()[0], "version_lag": float(lag), "policy_trained": float(train_policy)}
         if prep.returns is not None and prep.old_values is not None:
             out["explained_variance"] = explained_variance(prep.old_values, prep.returns, mask)
         return out
@@ -217,8 +234,9 @@ class PolicyTrainer:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return sequence_logprobs(self.model, token_ids)
 
-    def export(self) -> bytes:
-        return export_weights(self.model)
+    def export(self, dtype: torch.dtype | None = None) -> list[weight_pack.Bucket]:
+        """The policy's weights in a few flat buckets (learners/weight_pack.py), HF checkpoint names."""
+        return weight_pack.pack(self.model.state_dict().items(), dtype=dtype)
 
     def save(self, out_dir: str | Path) -> None:
         """The policy in Hugging Face format; the critic (ppo) in `<out_dir>/critic`."""

@@ -23,8 +23,8 @@ def res(**kw) -> ResourcesConfig:
 
 def test_defaults_are_the_plain_options_of_before():
     place = Placements(res())
-    gens, learner = place.trainers(2)
-    assert gens == [{"num_cpus": 0.5, "num_gpus": 0.0}] * 2 and learner == {"num_cpus": 0.5, "num_gpus": 0.0}
+    gens, learners = place.trainers(2, learners=2)
+    assert gens == [{"num_cpus": 0.5, "num_gpus": 0.0}] * 2 and learners == [{"num_cpus": 0.5, "num_gpus": 0.0}] * 2
     assert place.role("verifiers", 0.25).options == {"num_cpus": 0.25}
     assert place.role("reward_models", 0.25, 0.0).options == {"num_cpus": 0.25, "num_gpus": 0.0}
     assert place.groups == []
@@ -128,9 +128,9 @@ def test_verifier_pool_stays_on_verifier_nodes_when_resized(nodes):
 def test_generators_and_learner_share_one_group(nodes, strategy, n_nodes):
     place = Placements(res(generator_cpus=0.5, learner_cpus=0.5,
                            placement={"generators": strategy, "learner": strategy}))
-    gens, learner = place.trainers(1)
-    assert len(place.groups) == 1
-    actors = [Where.options(**o).remote() for o in gens + [learner]]
+    gens, learners = place.trainers(1)
+    assert len(place.groups) == 1 and len(learners) == 1
+    actors = [Where.options(**o).remote() for o in gens + learners]
     assert len(set(ray.get([a.node.remote() for a in actors]))) == n_nodes
     place.close()
 

@@ -14,27 +14,34 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 STEPS = 3
 
 
-ALGORITHMS = {
-    "grpo": {"name": "grpo"},
+VARIANTS = {
+    "grpo": {"algorithm": {"name": "grpo"}},
     # PPO with its critic, adaptive KL in the reward, DAPO dynamic sampling and overlong shaping
-    "ppo": {"name": "ppo", "kl": {"target": 0.05}, "critic": {"lr": 1e-3},
-            "dynamic_sampling": {"enabled": True, "max_rounds": 2}, "overlong": {"buffer": 1, "penalty": 0.5}},
+    "ppo": {"algorithm": {"name": "ppo", "kl": {"target": 0.05}, "critic": {"lr": 1e-3},
+                          "dynamic_sampling": {"enabled": True, "max_rounds": 2},
+                          "overlong": {"buffer": 1, "penalty": 0.5}}},
+    # the asynchronous pipeline (one step ahead) feeding two data-parallel learners (gloo)
+    "grpo-async-2learners": {"algorithm": {"name": "grpo"}, "rollout": {"max_staleness": 1},
+                             "resources": {"learners": 2}},
 }
 
 
-@pytest.fixture(scope="module", params=list(ALGORITHMS))
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def run(request, assets, generators, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp(f"run-{request.param}")
     cfg = RunConfig.model_validate({
         "steps": STEPS,
         "policy": {"model_dir": str(assets / "model")},
         "data": {"train_path": str(assets / "data/train.jsonl"), "eval_path": str(assets / "data/eval.jsonl")},
-        "rollout": {"num_generators": 2, "prompts_per_step": 8, "samples_per_prompt": 8},
-        "algorithm": ALGORITHMS[request.param],
+        "rollout": {"num_generators": 2, "prompts_per_step": 8, "samples_per_prompt": 8,
+                    **VARIANTS[request.param].get("rollout", {})},
+        "algorithm": VARIANTS[request.param]["algorithm"],
+        "resources": VARIANTS[request.param].get("resources", {}),
         "learner": {"lr": 1e-3},
         "logging": {"eval_every": STEPS, "eval_size": 32, "parity_every": 1, "progress": False},
     })
     controller = Controller(cfg, run_dir, generators)
+    controller.variant = request.param
     digest0 = ray.get(controller.learner.weights_digest.remote())
     controller.critic_digest0 = ray.get(controller.learner.weights_digest.remote("critic"))
     assert controller.router.sizes() == {"verifiers": 1}
@@ -48,7 +55,9 @@ def run(request, assets, generators, tmp_path_factory):
 def test_learner_weights_changed(run):
     controller, _, digest0, _ = run
     assert ray.get(controller.learner.weights_digest.remote()) != digest0
-    assert ray.get(controller.learner.get_version.remote()) == STEPS
+    assert ray.get([ln.get_version.remote() for ln in controller.learners]) == [STEPS] * len(controller.learners)
+    # data-parallel learners apply the same summed gradients: their weights stay identical
+    assert len({ray.get(ln.weights_digest.remote()) for ln in controller.learners}) == 1
 
 
 def test_every_generator_reports_new_version(run):
@@ -66,13 +75,19 @@ def test_parity_holds_after_every_sync(run):
 
 
 def test_metrics_are_recorded(run):
-    _, summary, _, run_dir = run
+    controller, summary, _, run_dir = run
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    k = controller.cfg.rollout.max_staleness
+    assert k == (1 if controller.variant.startswith("grpo-async") else 0)
+    assert {r["pools"]["learner"] for r in records[1:]} == {len(controller.learners)}
+    lags = [r["policy_version"] - 1 - r["rollout_version"] for r in records[1:]]
+    assert lags == [0] * STEPS if k == 0 else lags == [0] + [1] * (STEPS - 1), lags  # a batch ahead when async
     for r in records[1:]:
-        assert r["rollout_version"] == r["policy_version"] - 1  # on-policy: rollouts from the previous sync
+        assert r["version_lag"] == r["policy_version"] - 1 - r["rollout_version"]
         assert -0.5 <= r["reward_mean"] <= 1.0 and r["response_len"] > 0 and r["tokens_per_s"] > 0  # ppo: overlong ≥ −0.5
         assert math.isfinite(r["kl"]) and r["entropy"] > 0
-        assert all(r[f"time_{p}"] > 0 for p in ("generate", "reward", "learn", "sync"))
+        assert all(r[f"time_{p}"] > 0 for p in ("generate", "reward", "learn", "step"))
+        assert r["time_sync"] > 0 or k  # asynchronous: the driver does not wait for the loads
     assert summary["eval_accuracy_end"] == records[-1]["eval_accuracy"]
     report = write_report(run_dir, "e2e", 1.0)
     assert (run_dir / "report.png").stat().st_size > 10_000 and "held-out greedy score (math)" in report.read_text()
@@ -103,11 +118,11 @@ def test_scale_command_writes_request(run, tmp_path):
 
 def test_parity_check_catches_wrong_weights(run):
     controller, *_ = run
-    from safetensors.torch import load, save
+    from learners.weight_pack import pack, unpack
 
-    state = load(ray.get(controller.learner.export.remote()))
+    state = {k: v.clone() for k, v in unpack(ray.get(controller.learner.export.remote()))}
     state["model.norm.weight"] = state["model.norm.weight"] * 1.05
-    ray.get(controller.generators[1].load_weights.remote(save(state), STEPS))
+    ray.get(controller.generators[1].load_weights.remote(pack(state.items()), STEPS))
     with pytest.raises(ParityError, match="generator 1"):
         controller.sync.check_parity()
     controller.sync.push(STEPS)  # restore
@@ -118,7 +133,9 @@ def test_actors_say_their_role(run):
     """Ray shows an actor's repr on the dashboard and in its log lines."""
     controller, *_ = run
     name = lambda actor: ray.get(actor.__ray_call__.remote(lambda self: repr(self)))  # noqa: E731
-    assert name(controller.learner) == "learner"
+    n = len(controller.learners)
+    assert [name(ln) for ln in controller.learners] == (["learner"] if n == 1 else
+                                                        [f"learner[rank {r}/{n}]" for r in range(n)])
     assert [name(g) for g in controller.generators] == ["generator[seed 0]", "generator[seed 1]"]
     verifiers = [name(a) for a in controller.router.pools()["verifiers"][0].actors]
     assert len(verifiers) == 2 and all(v.startswith("verifier[uids ") for v in verifiers)
@@ -160,13 +177,14 @@ def test_prometheus_endpoint_has_every_pool_of_the_run(run, prometheus):
                      want={("threefold_steps_total", ()): STEPS, ("threefold_policy_version", ()): STEPS})
     assert got[("threefold_pool_size", (("pool", "generators"),))] == 2
     assert got[("threefold_pool_size", (("pool", "verifiers"),))] == 2  # resized by scale.json before step 1
-    assert got[("threefold_pool_size", (("pool", "learner"),))] == 1
+    assert got[("threefold_pool_size", (("pool", "learner"),))] == len(controller.learners)
     for pool, source in (("generators", ""), ("learner", ""), ("verifiers", "math")):
         assert got[("threefold_pool_items_per_s", (("pool", pool), ("source", source)))] > 0, pool
     assert got[("threefold_steps_total", ())] == STEPS
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]
     assert got[("threefold_samples_total", ())] == sum(r["samples"] for r in records)
-    assert got[("threefold_policy_version", ())] == STEPS and got[("threefold_staleness", ())] == 0
+    assert got[("threefold_policy_version", ())] == STEPS
+    assert got[("threefold_staleness", ())] == controller.cfg.rollout.max_staleness  # the last step's lag
     math = records[-1]["sources"]["math"]  # every sample the source scored in the step (ppo: all rounds)
     rate = ("threefold_source_status_rate", (("pool", "verifiers"), ("source", "math"), ("status", "passed")))
     got = prometheus(run_dir.name, (), want={rate: math["statuses"].get("passed", 0) / math["samples"]})

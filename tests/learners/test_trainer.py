@@ -3,6 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from learners.losses import Norm
 from learners.rollout import RolloutBatch, pack
 from learners.trainer import CriticSettings, PolicyTrainer, UpdateSettings
 
@@ -18,16 +19,22 @@ def make_batch(trainer: PolicyTrainer, rewards: list[float]) -> RolloutBatch:
     return batch
 
 
-def test_pack_aligns_response_positions():
-    # prompt [1, 5, 6] and response [7, 2]: logits at positions 2 and 3 predict tokens 7 and 2,
-    # so the response mask over the L-1 = 4 predictions is [0, 0, 1, 1]; the shorter row is padded.
-    batch = RolloutBatch([[1, 5, 6], [1, 5]], [[7, 2], [8]], [[-0.5, -0.25], [-1.0]], [0, 0], ["", ""], [{}, {}], 0,
-                         rewards=[1.0, 0.0])
+def test_pack_shares_prompts_and_aligns_responses():
+    # samples 0 and 2 share prompt [1, 5, 6]: it is packed once and both point at it (owner 0);
+    # prompts and responses are right-padded, and the masks cover the real response tokens only
+    batch = RolloutBatch([[1, 5, 6], [1, 5], [1, 5, 6]], [[7, 2], [8], [9, 9, 2]],
+                         [[-0.5, -0.25], [-1.0], [-0.125, -0.25, -0.375]], [0, 1, 0], ["", "", ""], [{}] * 3, 0,
+                         rewards=[1.0, 0.0, 0.5])
     p = pack(batch, pad_id=0)
-    assert p.input_ids.tolist() == [[1, 5, 6, 7, 2], [1, 5, 8, 0, 0]]
-    assert p.response_mask.tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]
-    assert p.old_logp.tolist() == [[0, 0, -0.5, -0.25], [0, -1.0, 0, 0]]
-    assert p.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert p.prompt_ids.tolist() == [[1, 5, 6], [1, 5, 0]] and p.prompt_len.tolist() == [3, 2]
+    assert p.owner.tolist() == [0, 1, 0]
+    assert p.response_ids.tolist() == [[7, 2, 0], [8, 0, 0], [9, 9, 2]]
+    assert p.response_mask.tolist() == [[1, 1, 0], [1, 0, 0], [1, 1, 1]]
+    assert p.old_logp.tolist() == [[-0.5, -0.25, 0], [-1.0, 0, 0], [-0.125, -0.25, -0.375]]
+    sub = p.rows(torch.tensor([1, 2]))  # keeps only the prompts its samples use
+    assert sub.prompt_ids.tolist() == [[1, 5, 6], [1, 5, 0]] and sub.owner.tolist() == [1, 0]
+    sub = p.rows(torch.tensor([2, 0]))
+    assert sub.prompt_ids.tolist() == [[1, 5, 6]] and sub.owner.tolist() == [0, 0]
 
 
 def make_batch8(trainer: PolicyTrainer) -> RolloutBatch:
@@ -75,7 +82,8 @@ def gradients(trainer: PolicyTrainer, packed, micro: int) -> tuple[torch.Tensor,
     prep = trainer._prepare(packed, 0)
     step, trainer.optimizer.step = trainer.optimizer.step, lambda: None  # keep the gradient, move nothing
     try:
-        sums = trainer._minibatch(prep, torch.arange(packed.input_ids.shape[0]), True)
+        norm = Norm.of(packed.response_mask, trainer.settings.max_new_tokens)
+        sums = trainer._minibatch(prep, torch.arange(len(packed.owner)), norm, True)
     finally:
         trainer.optimizer.step = step
     params = [q for q in trainer.model.parameters() if q.grad is not None]
@@ -98,8 +106,8 @@ def test_padding_changes_no_gradient(tiny_model_dir):
     trainer = PolicyTrainer(tiny_model_dir, UpdateSettings(kl_coef=0.1, algorithm="grpo"))
     packed = pack(make_batch8(trainer), trainer.tokenizer.pad_token_id)
     pad = trainer.tokenizer.pad_token_id
-    wide = replace(packed, input_ids=torch.cat([packed.input_ids, torch.full((8, 3), pad)], 1),
-                   attention_mask=torch.cat([packed.attention_mask, torch.zeros(8, 3, dtype=torch.long)], 1),
+    wide = replace(packed, prompt_ids=torch.cat([packed.prompt_ids, torch.full((2, 2), pad)], 1),
+                   response_ids=torch.cat([packed.response_ids, torch.full((8, 3), pad)], 1),
                    response_mask=torch.cat([packed.response_mask, torch.zeros(8, 3)], 1),
                    old_logp=torch.cat([packed.old_logp, torch.full((8, 3), -50.0)], 1))
     narrow_grad, narrow_loss = gradients(trainer, packed, 3)

@@ -1,0 +1,141 @@
+"""Rollouts of the steps to come: generation queued on the generator actors up to `max_staleness`
+steps ahead of the learner, each generator's shard scored as soon as it is done.
+
+Generation of step j's batch is queued right after the weights of version j−1−k were queued on
+the generators (k = rollout.max_staleness). An actor runs its calls in order, so that batch comes
+from version ≥ j−1−k, while the learner that trains it holds version j−1: the lag is at most k.
+With k = 0 each batch is generated after the previous update, as a synchronous loop does.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import ray
+
+from cluster.reward_router import RewardRouter
+from learners.rollout import RolloutBatch
+from learners.shaping import informative_groups, overlong_penalty
+
+
+def split(items: list, parts: int) -> list[list]:
+    """Contiguous near-equal shards (empty shards dropped)."""
+    size, rem = divmod(len(items), parts)
+    out, lo = [], 0
+    for i in range(parts):
+        hi = lo + size + (1 if i < rem else 0)
+        out.append(items[lo:hi])
+        lo = hi
+    return [s for s in out if s]
+
+
+@dataclass
+class Scored:
+    batch: RolloutBatch
+    info: dict = field(default_factory=dict)  # time_generate, time_reward, time_wait, sources, groups_dropped…
+
+
+class RolloutPipeline:
+    def __init__(self, cfg, generators: list, sampler, router: RewardRouter):
+        self.cfg, self.generators, self.sampler, self.router = cfg, generators, sampler, router
+        self.queued: dict[int, list] = {}  # step → its shards' refs (generation queued)
+        self.ready: dict[int, Scored] = {}  # step → its scored batch
+
+    def queue(self, step: int, n_prompts: int | None = None) -> None:
+        """Draw the step's prompts and queue their generation (returns at once)."""
+        self.queued[step] = self._generate(self.sampler.next(n_prompts or self.cfg.rollout.prompts_per_step))
+
+    def _generate(self, rows: list[dict]) -> list:
+        r = self.cfg.rollout
+        return [g.generate.remote(s, r.samples_per_prompt, r.temperature, r.max_new_tokens)
+                for g, s in zip(self.generators, split(rows, len(self.generators)))]
+
+    def prepare(self, step: int) -> None:
+        """Score the step's batch now (it waits for its generation), so that `take` returns at once."""
+        if step in self.queued and step not in self.ready:
+            self.ready[step] = self._scored(self.queued.pop(step))
+
+    def take(self, step: int) -> Scored:
+        if step not in self.ready and step not in self.queued:
+            self.queue(step)
+        self.prepare(step)
+        return self.ready.pop(step)
+
+    def drop(self, step: int) -> None:
+        """Forget a step's batch (stale); its generation is discarded when it arrives."""
+        self.ready.pop(step, None)
+        self.queued.pop(step, None)
+
+    def _scored(self, refs: list) -> Scored:
+        """The scored batch of queued shards, with dynamic sampling's extra rounds if configured."""
+        ds, want = self.cfg.algorithm.dynamic_sampling, self.cfg.rollout.prompts_per_step
+        kept: list[RolloutBatch] = []
+        info = {"groups_dropped": 0, "extra_rounds": 0, "time_generate": 0.0, "time_reward": 0.0, "time_wait": 0.0}
+        have = lambda: sum(len(set(b.group_ids)) for b in kept)  # noqa: E731
+        while True:
+            batch = self._score_shards(refs, info)
+            if not ds.enabled or not len(batch):
+                return Scored(batch, info)
+            good = sorted(informative_groups(batch.rewards, batch.group_ids))
+            info["groups_dropped"] += len(set(batch.group_ids)) - len(good)
+            if good:
+                kept.append(batch.select_groups(good))
+            if have() >= want or info["extra_rounds"] >= ds.max_rounds:
+                return Scored(RolloutBatch.concat(kept) if kept else batch, info)
+            info["extra_rounds"] += 1
+            refs = self._generate(self.sampler.next(want - have()))
+
+    def _score_shards(self, refs: list, info: dict) -> RolloutBatch:
+        """Each shard goes to the reward router as soon as its generator returns it."""
+        parts, pending, seconds = [], list(refs), []
+        while pending:
+            t0 = time.perf_counter()
+            done, pending = ray.wait(pending, num_returns=1)
+            shard: RolloutBatch = ray.get(done[0])
+            t1 = time.perf_counter()
+            parts.append(self._score(shard, info))
+            info["time_wait"] += t1 - t0
+            info["time_reward"] += time.perf_counter() - t1
+            seconds.append(shard.generate_seconds)
+        info["time_generate"] += max(seconds, default=0.0)  # shards run side by side
+        info["sources"] = merge_source_metrics(info.get("sources"), {})
+        for name, extra in self.router.extras(info["sources"]).items():
+            info["sources"][name].update(extra)
+        return RolloutBatch.concat([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
+
+    def _score(self, batch: RolloutBatch, info: dict) -> RolloutBatch:
+        over, max_len = self.cfg.algorithm.overlong, self.cfg.rollout.max_new_tokens
+        routed = self.router.score([m["prompt"] for m in batch.metadata], batch.texts, batch.metadata,
+                                   batch.group_ids, extras=False)
+        batch.rewards, batch.statuses, batch.reward_detail = routed.rewards, routed.statuses, routed.by_source
+        if not all(routed.keep):
+            batch = batch.select([i for i, k in enumerate(routed.keep) if k])
+        info["sources"] = merge_source_metrics(info.get("sources"), routed.metrics)
+        if over.buffer:
+            batch.rewards = [r + overlong_penalty(len(ids), max_len, over.buffer, over.penalty)
+                             for r, ids in zip(batch.rewards, batch.response_ids)]
+        return batch
+
+
+def merge_source_metrics(old: dict | None, new: dict) -> dict:
+    """Per-source metrics of several parts of one step (shards, sampling rounds): counts and seconds add up."""
+    if not old:
+        return dict(new)
+    out = dict(old)
+    for name, m in new.items():
+        if name not in out:
+            out[name] = m
+            continue
+        a = out[name]
+        n_ok = lambda x: x["samples"] - x["failures"] - x["dropped"]  # noqa: E731
+        ok = n_ok(a) + n_ok(m)
+        mean = ((a["mean"] or 0.0) * n_ok(a) + (m["mean"] or 0.0) * n_ok(m)) / ok if ok else None
+        statuses = {k: a["statuses"].get(k, 0) + m["statuses"].get(k, 0) for k in {*a["statuses"], *m["statuses"]}}
+        summed = ("samples", "weighted_sum", "failures", "dropped", "seconds", "neutralised")
+        out[name] = {**m, **{k: a[k] + m[k] for k in summed if k in a and k in m},
+                     "mean": mean, "statuses": statuses}
+        n = out[name]
+        n["per_second"] = n["samples"] / n["seconds"] if n["seconds"] > 0 else None
+        if "pass_rate" in m:
+            n["pass_rate"] = n["statuses"].get("passed", 0) / max(n["samples"], 1)
+    return out
