@@ -34,6 +34,7 @@ class RolloutGenerator:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
+        self.loads = 0  # load_weights calls (one per sync, whatever the number of tensors)
 
     def __repr__(self) -> str:
         return self.label
@@ -76,6 +77,7 @@ class RolloutGenerator:
         """Reload every parameter in place from the learner's buckets (learners/weight_pack.py): one
         call whatever the number of tensors; the engine keeps running."""
         self.llm.collective_rpc("reload_from_buckets", args=(buckets,))
+        self.loads += 1
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
         self.version = version
         return version

@@ -129,6 +129,18 @@ def test_parity_check_catches_wrong_weights(run):
     assert controller.sync.check_parity() <= 1e-3
 
 
+def test_a_sync_is_one_call_per_generator_whatever_the_tensor_count(run):
+    controller, *_ = run
+    buckets = ray.get(controller.learner.export.remote())
+    tensors = sum(len(b.names) for b in buckets)
+    assert len(buckets) == 1 and tensors >= 30  # the demo model's 39 tensors travel as one buffer
+    loads = lambda: ray.get([g.__ray_call__.remote(lambda self: self.loads) for g in controller.generators])  # noqa: E731
+    before = loads()
+    controller.sync.push(STEPS)
+    assert [b + 1 for b in before] == loads()
+    assert controller.sync.check_parity() <= 1e-3
+
+
 def test_actors_say_their_role(run):
     """Ray shows an actor's repr on the dashboard and in its log lines."""
     controller, *_ = run
