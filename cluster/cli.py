@@ -28,6 +28,10 @@ commands:
                         to logging.storage (--storage); --logs/--status/--stop JOB_ID
   serve CONFIG          deploy the reward pools of a Serve config (deploy/serve.yaml) on the cluster, each
                         with its own autoscaling; --app NAME, --status, --shutdown, --address
+  label make-pairs|add-annotator|serve|export|agreement
+                        human preference labels: pairs from a policy, a labelling web app, export for
+                        `rm train`, human-human and judge-human agreement
+  advise                recommend RLVR, RLHF, RLAIF or a hybrid, with cost and time (measured numbers where known)
   config-reference      print the config reference (Markdown), as in the README
 """
 
@@ -137,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also build the RLAIF demo's three judges (printing each one's and the ensemble's agreement "
                         "with gold on 500 held-out pairs) and the reference answers samples are judged against")
     d.set_defaults(fn=cmd_demo_assets)
-    from cluster import judge_cmd, rm_cmd, sample_cmd, scaling, serve_cmd, status_cmd, submit_cmd, verify_cmd
+    from cluster import advise_cmd, judge_cmd, label_cmd, rm_cmd, sample_cmd, scaling, serve_cmd, status_cmd, submit_cmd, verify_cmd
 
     rm_cmd.register(sub)
     sample_cmd.register(sub)
@@ -147,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     status_cmd.register(sub)
     submit_cmd.register(sub)
     serve_cmd.register(sub)
+    label_cmd.register(sub)
+    advise_cmd.register(sub)
     r = sub.add_parser("config-reference", help="print every config key with its type, default and meaning")
     r.add_argument("--rm", action="store_true", help="the reward-model config (`threefold rm train`) instead")
     r.set_defaults(fn=cmd_config_reference)

@@ -11,6 +11,10 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
     echo "[setup] installing bubblewrap (sandbox for code verifiers)"
     (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null || echo "[setup] warning: bubblewrap not installed"
 fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing chromium (headless browser tests of the labelling app)"
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null || echo "[setup] warning: chromium not installed; browser tests will skip"
+fi
 
 stamp=.venv/.threefold-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
