@@ -93,6 +93,7 @@ class PolicyTrainer:
         self.version = 0
         self.generator = torch.Generator().manual_seed(s.seed)
         self.shard = shard or distributed.Shard()
+        self._export_buffers: list[torch.Tensor] = []
 
     def _optimizer(self, model, lr: float):
         s = self.settings
@@ -236,7 +237,8 @@ class PolicyTrainer:
 
     def export(self, dtype: torch.dtype | None = None) -> list[weight_pack.Bucket]:
         """The policy's weights in a few flat buckets (learners/weight_pack.py), HF checkpoint names."""
-        return weight_pack.pack(self.model.state_dict().items(), dtype=dtype)
+        # the buffers are reused: an export is read (Ray copies it into its object store) before the next
+        return weight_pack.pack(self.model.state_dict().items(), dtype=dtype, reuse=self._export_buffers)
 
     def save(self, out_dir: str | Path) -> None:
         """The policy in Hugging Face format; the critic (ppo) in `<out_dir>/critic`."""

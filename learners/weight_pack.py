@@ -46,18 +46,25 @@ def _layout(named: list[tuple[str, torch.Tensor]], bucket_bytes: int) -> list[li
 
 @torch.no_grad()
 def pack(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_BYTES,
-         dtype: torch.dtype | None = None) -> list[Bucket]:
+         dtype: torch.dtype | None = None, reuse: list[torch.Tensor] | None = None) -> list[Bucket]:
     """Copy the tensors (cast to `dtype` if given, e.g. bf16 for a GPU transfer) into buckets of
-    about `bucket_bytes` each: one copy of the weights in all."""
+    about `bucket_bytes` each: one copy of the weights in all. `reuse`: byte buffers of an earlier
+    call to write into (fresh pages cost more than the copy); a new one is appended when missing or
+    of another size, and the arrays returned then share those buffers."""
     named = [(k, (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach()) for k, v in named]
     out = []
-    for idx in _layout(named, bucket_bytes):
+    for b, idx in enumerate(_layout(named, bucket_bytes)):
         sizes = [named[i][1].numel() * named[i][1].element_size() for i in idx]
         offsets, end = [], 0
         for n in sizes:  # every entry starts 16-byte aligned, so any dtype can view it
             offsets.append(end)
             end += -(-n // ALIGN) * ALIGN
-        flat = torch.empty(end, dtype=torch.uint8)
+        if reuse is not None and b < len(reuse) and reuse[b].numel() == end:
+            flat = reuse[b]
+        else:
+            flat = torch.empty(end, dtype=torch.uint8)
+            if reuse is not None:
+                reuse[b:b + 1] = [flat]
         for i, off, n in zip(idx, offsets, sizes):
             src = named[i][1].contiguous().cpu()
             flat[off:off + n].copy_(src.reshape(-1).view(torch.uint8))

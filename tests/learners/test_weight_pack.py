@@ -36,3 +36,14 @@ def test_cast_on_pack_halves_the_bytes():
     got = dict(unpack(half))
     torch.testing.assert_close(got["w"].float(), named[0][1], atol=1e-2, rtol=1e-2)
     assert isinstance(half[0].data, np.ndarray)
+
+
+def test_reused_buffers_are_written_in_place():
+    reuse: list = []
+    first = pack([("w", torch.zeros(8))], reuse=reuse)
+    assert len(reuse) == 1 and first[0].data.ctypes.data == reuse[0].data_ptr()
+    second = pack([("w", torch.ones(8))], reuse=reuse)
+    assert second[0].data.ctypes.data == reuse[0].data_ptr()  # same memory, new contents
+    assert float(dict(unpack(second))["w"].sum()) == 8.0
+    pack([("w", torch.ones(16))], reuse=reuse)  # another size: a new buffer
+    assert reuse[0].numel() == 64
