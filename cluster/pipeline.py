@@ -98,7 +98,7 @@ class RolloutPipeline:
             info["time_reward"] += time.perf_counter() - t1
             seconds.append(shard.generate_seconds)
         info["time_generate"] += max(seconds, default=0.0)  # shards run side by side
-        info["sources"] = merge_source_metrics(info.get("sources"), {})
+        info.setdefault("sources", {})
         for name, extra in self.router.extras(info["sources"]).items():
             info["sources"][name].update(extra)
         return RolloutBatch.concat([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]

@@ -6,8 +6,10 @@ the whole minibatch, so the gradients summed over ranks equal one learner's on t
 """
 from __future__ import annotations
 
+import operator
 import socket
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -60,22 +62,17 @@ def sum_tensor(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sum_stats(local: dict[str, float]) -> dict[str, float]:
-    """Per-key sums over ranks (a rank without samples may miss keys)."""
+def gather(local: dict) -> list[dict]:
+    """Every rank's small `local` dict, in rank order (one collective)."""
     every: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
     dist.all_gather_object(every, local)
+    return every
+
+
+def combine(every: list[dict[str, float]], how: Callable[[float, float], float] = operator.add) -> dict[str, float]:
+    """Per-key `how` (sum by default, or max) over the ranks' dicts (a rank without samples may miss keys)."""
     out: dict[str, float] = {}
     for d in every:
         for k, v in d.items():
-            out[k] = out.get(k, 0.0) + v
-    return out
-
-
-def max_stats(local: dict[str, float]) -> dict[str, float]:
-    every: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
-    dist.all_gather_object(every, local)
-    out: dict[str, float] = {}
-    for d in every:
-        for k, v in d.items():
-            out[k] = max(out.get(k, v), v)
+            out[k] = how(out[k], v) if k in out else v
     return out

@@ -176,7 +176,7 @@ class PolicyTrainer:
             for k, v in [*parts.items(), *((k, v * share) for k, v in stats.items())]:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
         if self.shard.world > 1:
-            sums = distributed.sum_stats(sums)
+            sums = distributed.combine(distributed.gather(sums))
             for model in [self.model] * train_policy + [self.critic] * (self.critic is not None):
                 distributed.sum_gradients(list(model.parameters()))
         if train_policy:
@@ -224,7 +224,9 @@ class PolicyTrainer:
             sums["is_weight_mean"] = float(prep.weights[mask > 0].sum())
             peak["is_weight_max"] = float(prep.weights[mask > 0].max()) if mask.any() else 0.0
         if self.shard.world > 1:  # token-weighted means over every rank's samples
-            sums, peak = distributed.sum_stats(sums), distributed.max_stats(peak)
+            every = distributed.gather({"sums": sums, "peak": peak})
+            sums = distributed.combine([e["sums"] for e in every])
+            peak = distributed.combine([e["peak"] for e in every], max)
         tokens = max(sums.pop("tokens"), 1.0)
         out = {**{k: v / tokens for k, v in sums.items()}, **peak, "kl_coef": self.kl.beta,
                "lr": self.scheduler.get_last_lr()[0], "version_lag": float(lag), "policy_trained": float(train_policy)}
