@@ -6,7 +6,7 @@ import time
 
 import ray
 
-from learners.rollout import RolloutBatch
+from learners.rollout import RolloutBatch, row_seed
 
 # vLLM on CPU inside an actor: keep the engine in-process (no spawn), give it a small
 # KV cache, and let several engines share cores instead of pinning threads.
@@ -44,18 +44,24 @@ class RolloutGenerator:
 
         return [TokensPrompt(prompt_token_ids=self.tokenizer(p)["input_ids"]) for p in prompts]
 
-    def generate(self, rows: list[dict], n: int, temperature: float, max_tokens: int) -> RolloutBatch:
-        """n samples per row, with the behaviour log-prob of every sampled token."""
+    def generate(self, rows: list[dict], n: int, temperature: float, max_tokens: int,
+                 draws: list[int] | None = None, seed: int = 0) -> RolloutBatch:
+        """n samples per row, with the behaviour log-prob of every sampled token. With `draws` (each
+        row's index in the run's stream of prompts), row i is sampled with seed row_seed(seed, draws[i]):
+        its samples depend only on the weights and that seed, on any generator and after a resume."""
         from vllm import SamplingParams
 
         # detokenize=False: vLLM would decode every sampled token again for its log-prob entry;
         # one batch decode of the finished responses is cheaper
-        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, logprobs=0, detokenize=False)
+        params = [SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, logprobs=0, detokenize=False,
+                                 seed=None if draws is None else row_seed(seed, d)) for d in (draws or [None] * len(rows))]
         t0 = time.perf_counter()
         outs = self.llm.generate(self._prompts([r["prompt"] for r in rows]), params, use_tqdm=False)
-        batch = RolloutBatch([], [], [], [], [], [], self.version)
+        batch = RolloutBatch([], [], [], [], [], [], self.version, sample_ids=None if draws is None else [])
         for group, (row, out) in enumerate(zip(rows, outs)):
-            for sample in out.outputs:
+            for j, sample in enumerate(out.outputs):
+                if draws is not None:
+                    batch.sample_ids.append((draws[group], j))
                 ids = list(sample.token_ids)
                 batch.prompt_ids.append(list(out.prompt_token_ids))
                 batch.response_ids.append(ids)

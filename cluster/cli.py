@@ -11,7 +11,8 @@ import yaml
 HELP = """threefold: RL post-training with human, AI and verifiable feedback on Ray.
 
 commands:
-  train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS)
+  train CONFIG          run an RL job (embedded local Ray cluster unless --address/RAY_ADDRESS); checkpoints
+                        every checkpoint.every steps and on SIGTERM/SIGINT (exit 3); --resume RUN continues one
   demo-assets           build the demo policy and arithmetic data offline (cached); --rlhf adds annotated
                         pairs, --code the code demo's policy and tasks, --facts the facts demo's,
                         --rlaif the RLAIF demo's judges and reference answers
@@ -50,14 +51,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cluster.config_loader import ConfigError, load_config
     from cluster.data import DataError
     from cluster.judge_cmd import JudgesConfigError
+    from cluster.resume import Stopped
     from cluster.weight_sync import ParityError
 
     try:
         cfg = load_config(args.config, parse_overrides(args.set))
         from cluster.run import train
 
-        summary = train(cfg, Path(args.config).stem, address=args.address)
-    except (ConfigError, DataError, JudgesConfigError, ValueError) as e:
+        summary = train(cfg, Path(args.config).stem, address=args.address, resume=args.resume)
+    except Stopped as e:
+        print(f"threefold: {e}", file=sys.stderr)
+        return 3
+    except (ConfigError, DataError, JudgesConfigError, ValueError) as e:  # CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ParityError as e:
@@ -127,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray cluster to join (default: $RAY_ADDRESS, else start an embedded local cluster)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set steps=20 --set learner.lr=5e-5 (repeatable)")
+    t.add_argument("--resume", metavar="RUN_DIR_OR_URI",
+                   help="continue a stopped or crashed run from its newest complete checkpoint (a run directory, "
+                        "<storage>/<run_name>, or a checkpoint folder); exit 2 if the config changed a key a resume "
+                        "cannot follow")
     t.set_defaults(fn=cmd_train)
     d = sub.add_parser("demo-assets", help="build the demo model and data (cached by recipe)")
     d.add_argument("--out", default=".cache/demo", help="output directory (default: .cache/demo)")

@@ -47,7 +47,7 @@ class RolloutConfig(Section):
     """vLLM RolloutGenerator actors; prompts of a step are split among them."""
     prompts_per_step: int = Field(16, ge=1)
     """Prompts sampled per RL step."""
-    samples_per_prompt: int = Field(16, ge=2)
+    samples_per_prompt: int = Field(16, ge=2, le=4096)
     """Group size G: samples per prompt (GRPO normalises within a group, so at least 2)."""
     temperature: float = Field(1.0, gt=0.0, le=2.0)
     """Sampling temperature for rollouts (held-out evaluation is always greedy)."""
@@ -302,6 +302,8 @@ class LoggingConfig(Section):
     """Largest allowed |Δ log-prob| on the probe sequence (fp32)."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    rollouts: bool = False
+    """Also append every sample trained on to <run dir>/rollouts.jsonl, a line per step: its id [draw, j] (the j-th sample of the run's draw-th prompt), token ids, text and reward."""
     tensorboard: bool = False
     """Also write every numeric metric of each step to <run dir>/tensorboard/ (TensorBoard event files; needs the `tensorboard` package: `pip install 'threefold[loggers]'`)."""
     wandb: WandbConfig | None = None
@@ -315,11 +317,24 @@ class LoggingConfig(Section):
         return v
 
 
+class CheckpointConfig(Section):
+    every: int | None = Field(50, ge=1)
+    """Write a training-state checkpoint every N steps (and at the end); None: only at the end and on a stop signal."""
+    uri: str | None = Field(None, min_length=1)
+    """Where checkpoints go: a path or a pyarrow filesystem URI (s3://bucket/prefix, gs://…, file:///abs/path); on a multi-node cluster, storage the learner's node and the driver's share. None: <logging.storage>/<run_name>/checkpoints when logging.storage is set, else <run dir>/checkpoints."""
+    keep: int = Field(2, ge=1)
+    """Keep the newest K complete checkpoints; older ones are deleted once a newer one is written."""
+    learner_restarts: int = Field(2, ge=0)
+    """A learner (or its node) that dies is restarted from the newest checkpoint (from the start without one) this many times in a run; the next death stops the run (exit 1) with a message naming the checkpoint to --resume from."""
+    on_signal: bool = True
+    """On SIGTERM or SIGINT (also what `ray job stop` sends), finish the current step, write a checkpoint and exit 3."""
+
+
 class RunConfig(Section):
     steps: int = Field(100, ge=1)
     """RL steps (one optimizer update and one weight sync each)."""
     seed: int = 0
-    """Seeds vLLM sampling (generator i uses seed + i) and the learner."""
+    """Seeds sampling (each drawn prompt gets its own seed, so its samples do not depend on which generator draws them or when the run was resumed) and the learner."""
     policy: PolicyConfig
     data: DataConfig
     rollout: RolloutConfig = RolloutConfig()
@@ -328,3 +343,4 @@ class RunConfig(Section):
     learner: LearnerConfig = LearnerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()

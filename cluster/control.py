@@ -16,7 +16,7 @@ NAMESPACE = "threefold"
 PREFIX = "threefold-run:"
 POOLS = ("verifiers", "rm", "judges")  # what `threefold scale` resizes
 STATUS_POOLS = ("generators", "verifiers", "judges", "rm")
-STATES = ("running", "finished", "failed")
+STATES = ("running", "finished", "failed", "stopped")  # stopped: by a signal, after a checkpoint
 THROUGHPUT_STEPS = 5  # samples/s over this many recent steps
 EXIT_FOUND, EXIT_NOT_FOUND = 0, 2
 

@@ -10,13 +10,16 @@ import ray
 
 from actors.generator import RolloutGenerator
 from actors.learner import Learner
+from cluster import recovery
+from cluster import resume as resume_mod
 from cluster import storage
+from cluster.checkpoints import CheckpointStore
 from cluster.config import RunConfig
 from cluster.control import Throughput, initial_status, merge_requests, pool_sizes
 from cluster.control_link import ControlLink
 from cluster.data import PromptSampler, read_rows
 from cluster.loggers import make_loggers
-from cluster.metrics import MetricsLog
+from cluster.metrics import MetricsLog, RolloutLog
 from cluster.placement import Placements, PlacementError
 from cluster.pipeline import RolloutPipeline, split
 from cluster.reward_router import RewardRouter, Routed
@@ -47,18 +50,27 @@ def update_settings(cfg: RunConfig) -> UpdateSettings:
 
 
 class Controller:
-    def __init__(self, cfg: RunConfig, run_dir: Path, generators: list | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: Path, generators: list | None = None, resume: tuple | None = None):
         """`generators`: running RolloutGenerators to reuse (tests share engines between runs); the
-        run loads its own initial weights into them and leaves them running at shutdown. First of all the
-        run's control actor starts (RunNameTaken if a live run has this run's name)."""
+        run loads its own initial weights into them and leaves them running at shutdown. `resume`:
+        (CheckpointStore, step) to continue from (cluster/resume.py). First of all the run's control
+        actor starts (RunNameTaken if a live run has this run's name)."""
         self.cfg = cfg
         self.run_dir = run_dir
+        # a resumed run keeps writing where it resumed from, unless checkpoint.uri says otherwise
+        self.checkpoints = resume[0] if resume and not cfg.checkpoint.uri else CheckpointStore(
+            resume_mod.checkpoint_uri(cfg, run_dir))
+        self.start_step, self.last_eval, self.first_eval = 0, None, None
+        self.stop_signal: str | None = None  # set by a signal handler: checkpoint after this step, then stop
+        self.checkpoint_seconds = 0.0
         where = storage.destination(cfg.logging.storage, run_dir.name) if cfg.logging.storage else None
         self.control = ControlLink.open(initial_status(run_dir.name, cfg.steps, str(run_dir.resolve()), where, {}))
         self.throughput, self.scale_seen = Throughput(), {}
         self.placements = Placements(cfg.resources)
         try:
-            self._build(cfg, run_dir, generators)
+            self._build(cfg, run_dir, generators, resume)
+            if resume:
+                self.start_step = resume_mod.restore(self, *resume)
         except BaseException as e:
             self.placements.close()  # removing a group also stops the actors placed in it
             self.control.close("failed", f"{type(e).__name__}: {e}")
@@ -66,7 +78,7 @@ class Controller:
         # `threefold scale --run` refuses kinds a Serve app scores (cluster/scaling.py)
         self.control.push(pools=self.pool_sizes(), serve_apps=self.router.serve_apps())
 
-    def _build(self, cfg: RunConfig, run_dir: Path, generators: list | None) -> None:
+    def _build(self, cfg: RunConfig, run_dir: Path, generators: list | None, resume: tuple | None) -> None:
         res, model_dir = cfg.resources, str(cfg.policy.model_dir.resolve())
         # the GPU roles' group first, so reward actors cannot take its room; no group, no Ray call
         gen_opts, learner_opts = self.placements.trainers(0 if generators else cfg.rollout.num_generators,
@@ -80,25 +92,40 @@ class Controller:
         self.train_rows = read_rows(cfg.data.train_path, check=self.router.row_problem)
         self.eval_rows = read_rows(cfg.data.eval_path, check=self.eval_router.row_problem)[: cfg.logging.eval_size]
         self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)
+        self.initial_sampler = self.sampler.state()  # where a learner restart without a checkpoint goes back to
         self.owns_generators = generators is None
         self.generators = generators or [
             RolloutGenerator.options(**opts).remote(model_dir, cfg.seed + rank, cfg.rollout.max_model_len,
                                                     res.generator_threads or res.threads_per_actor)
             for rank, opts in enumerate(gen_opts)
         ]
-        self.learners = [Learner.options(**opts).remote(model_dir, update_settings(cfg),
+        self.learner_opts = learner_opts
+        self.start_learners()
+        self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
+                                    cfg.logging.parity_tol)
+        self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
+        self.gen_opts = gen_opts
+        self.recovery: dict[str, int] = {}  # restarts per role, samples redone, steps replayed (this run)
+        self.sync.heal = self.pipeline.heal = lambda rank: recovery.heal_generator(self, rank)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name,
+                                  make_loggers(cfg.logging, run_dir, run_dir.name, cfg.model_dump(mode="json")),
+                                  keep_until=resume[1] if resume else None)
+        self.rollout_log = RolloutLog(run_dir / "rollouts.jsonl", resume[1] if resume else None) \
+            if cfg.logging.rollouts else None
+        self.version = 0
+
+    def start_learners(self) -> None:
+        """The learner group at the policy's initial weights (a restart loads a checkpoint after this)."""
+        cfg, res = self.cfg, self.cfg.resources
+        self.learners = [Learner.options(**opts).remote(str(cfg.policy.model_dir.resolve()), update_settings(cfg),
                                                         res.learner_threads or res.threads_per_actor)
-                         for opts in learner_opts]
+                         for opts in self.learner_opts]
         self.learner = self.learners[0]  # exports the weights, answers the parity probe, saves the checkpoint
         if len(self.learners) > 1:
             where, backend = ray.get(self.learner.address.remote()), "nccl" if res.learner_gpus else "gloo"
             ray.get([ln.join.remote(rank, len(self.learners), where, backend) for rank, ln in enumerate(self.learners)])
-        self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
-                                    cfg.logging.parity_tol)
-        self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name,
-                                  make_loggers(cfg.logging, run_dir, run_dir.name, cfg.model_dump(mode="json")))
-        self.version = 0
+        if hasattr(self, "sync"):
+            self.sync.learner = self.learner
 
     def _probe_ids(self, model_dir: str) -> list[int]:
         from transformers import AutoTokenizer
@@ -122,8 +149,7 @@ class Controller:
         self.sync.finish()  # evaluate the weights of the last update
         prompts = self._prompts(self.eval_rows)
         shards = split(prompts, len(self.generators))
-        refs = [g.greedy.remote(s, self.cfg.rollout.max_new_tokens) for g, s in zip(self.generators, shards)]
-        texts = [t for part in ray.get(refs) for t in part]
+        texts = recovery.greedy(self, shards, self.cfg.rollout.max_new_tokens)
         routed: Routed = self.eval_router.score(prompts, texts, self.eval_rows, list(range(len(texts))))
         self.eval_detail = {name: m["mean"] for name, m in routed.metrics.items()}  # per eval source
         return sum(r for r, k in zip(routed.rewards, routed.keep) if k) / len(texts)
@@ -182,6 +208,8 @@ class Controller:
         self._queue_ahead(step)
         if k and step < self.cfg.steps:
             self.pipeline.prepare(step + 1)  # score the next batch while the learner trains
+        if self.rollout_log:
+            self.rollout_log.write(step, batch)
         t0 = time.perf_counter()
         stats = ray.get(update)
         waited = time.perf_counter() - t0
@@ -193,6 +221,8 @@ class Controller:
             del record["groups_dropped"], record["extra_rounds"]
         if step % self.cfg.logging.parity_every == 0:
             record["parity_max_abs_diff"] = self.sync.check_parity()
+        record["recovery"] = {"generator_restarts": 0, "learner_restarts": 0, "steps_replayed": 0, **self.recovery,
+                              "samples_redone": self.pipeline.redone}  # this run's totals so far
         tokens = sum(len(r) for r in batch.response_ids)
         if self.verified:
             record["accuracy"] = sum(s == "passed" for s in batch.statuses) / len(batch)
@@ -205,9 +235,13 @@ class Controller:
         return record
 
     def run(self, progress: bool) -> dict:
-        """The whole run; its control actor says `finished` at the end, `failed` (with the error) if it raises."""
+        """The whole run; its control actor says `finished` at the end, `stopped` after a stop signal's
+        checkpoint, `failed` (with the error) if it raises."""
         try:
             summary = self._run(progress)
+        except resume_mod.Stopped as e:
+            self.control.close("stopped", str(e))
+            raise
         except BaseException as e:
             self.control.close("failed", f"{type(e).__name__}: {e}")
             raise
@@ -219,39 +253,76 @@ class Controller:
 
         cfg = self.cfg
         ray.get([g.get_version.remote() for g in self.generators] + [ln.get_version.remote() for ln in self.learners])
-        if not self.owns_generators:
-            self.sync.push(0)  # reused engines hold another run's weights
-        parity0 = self.sync.check_parity()
-        first = self.evaluate()
-        self.metrics.write({"step": 0, "eval_accuracy": first, "eval_by_source": self.eval_detail,
-                            "parity_max_abs_diff": parity0})
-        self.control.push(eval_accuracy=first, eval_step=0, pools=self.pool_sizes())
-        storage.sync_run(self.run_dir, cfg.logging.storage)  # outputs to logging.storage at every evaluation
-        for ahead in range(1, min(cfg.steps, 1 + cfg.rollout.max_staleness) + 1):
-            self.pipeline.queue(ahead)  # the batches that the initial weights may generate
-        bar = tqdm(range(1, cfg.steps + 1), desc="RL steps", disable=not progress, dynamic_ncols=True, mininterval=2.0)
-        acc = first
-        for step in bar:
-            t0 = time.perf_counter()
-            record = self.step(step)
-            record["time_step"] = time.perf_counter() - t0
-            self.throughput.add(record["samples"], record["time_step"])  # evaluation time left out
-            if step % cfg.logging.eval_every == 0 or step == cfg.steps:
-                acc = record["eval_accuracy"] = self.evaluate()
-                record["eval_by_source"] = self.eval_detail
-            self.metrics.write(record)
-            self.control.push(step=step, policy_version=self.version, pools=self.pool_sizes(),
-                              samples_per_s=self.throughput.rate(),
-                              **({"eval_accuracy": acc, "eval_step": step} if "eval_accuracy" in record else {}))
-            if "eval_accuracy" in record:
-                storage.sync_run(self.run_dir, cfg.logging.storage)
-            if not record.get("skipped"):
-                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
+        if self.start_step:
+            self._resumed_start()
+        else:
+            self._fresh_start()
+        first, acc = self.first_eval, self.last_eval
+        bar = tqdm(total=cfg.steps, initial=self.start_step, desc="RL steps", disable=not progress,
+                   dynamic_ncols=True, mininterval=2.0)
+        step = self.start_step
+        while step < cfg.steps:
+            step += 1
+            try:
+                acc = self._one_step(step, bar, acc)
+            except recovery.ACTOR_LOST:
+                if recovery.alive(self.learner) and all(recovery.alive(ln) for ln in self.learners):
+                    raise
+                step = recovery.restart_learners(self, step)
+                bar.n = step
+                bar.refresh()
+        bar.close()
         self.sync.finish()
         ray.get(self.learner.save.remote(str((self.run_dir / "checkpoint").resolve())))
         storage.sync_checkpoint(self.run_dir, cfg.logging.storage, self.learner)  # from the learner's node
-        return {"eval_accuracy_start": first, "eval_accuracy_end": acc, "steps": cfg.steps,
+        return {"eval_accuracy_start": first, "eval_accuracy_end": self.last_eval, "steps": cfg.steps,
                 "eval_sources": ", ".join(s.name for s in self.eval_router.sources)}
+
+    def _one_step(self, step: int, bar, acc: float) -> float:
+        """A step, its evaluation, records and checkpoint; returns the latest held-out score."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        record = self.step(step)
+        record["time_step"] = time.perf_counter() - t0
+        self.throughput.add(record["samples"], record["time_step"])  # evaluation time left out
+        if step % cfg.logging.eval_every == 0 or step == cfg.steps:
+            acc = record["eval_accuracy"] = self.evaluate()
+            record["eval_by_source"] = self.eval_detail
+        self.metrics.write(record)
+        bar.update(1)
+        self.control.push(step=step, policy_version=self.version, pools=self.pool_sizes(),
+                          samples_per_s=self.throughput.rate(),
+                          **({"eval_accuracy": acc, "eval_step": step} if "eval_accuracy" in record else {}))
+        if "eval_accuracy" in record:
+            storage.sync_run(self.run_dir, cfg.logging.storage)
+        if not record.get("skipped"):
+            bar.set_postfix(reward=f"{record['reward_mean']:.2f}", heldout=f"{acc:.1%}", kl=f"{record['kl']:.3f}")
+        self.last_eval = acc
+        every = cfg.checkpoint.every
+        if (every and step % every == 0) or step == cfg.steps or self.stop_signal:
+            where = resume_mod.save(self, step)
+            if self.stop_signal and step < cfg.steps:
+                raise resume_mod.Stopped(step, where, self.stop_signal)
+        return acc
+
+    def _fresh_start(self) -> None:
+        cfg = self.cfg
+        if not self.owns_generators:
+            self.sync.push(0)  # reused engines hold another run's weights
+        parity0 = self.sync.check_parity()
+        self.first_eval = self.last_eval = self.evaluate()
+        self.metrics.write({"step": 0, "eval_accuracy": self.first_eval, "eval_by_source": self.eval_detail,
+                            "parity_max_abs_diff": parity0})
+        self.control.push(eval_accuracy=self.first_eval, eval_step=0, pools=self.pool_sizes())
+        storage.sync_run(self.run_dir, cfg.logging.storage)  # outputs to logging.storage at every evaluation
+        for ahead in range(1, min(cfg.steps, 1 + cfg.rollout.max_staleness) + 1):
+            self.pipeline.queue(ahead)  # the batches that the initial weights may generate
+
+    def _resumed_start(self) -> None:
+        """The generators get the checkpoint's weights (the pipeline already holds its pending batches)."""
+        self.sync.push(self.version)
+        self.sync.check_parity()
+        self.control.push(step=self.start_step, policy_version=self.version, pools=self.pool_sizes())
 
     def shutdown(self) -> None:
         """Stop this run's actors and servers (reused generators stay). A run shut down before it

@@ -37,13 +37,15 @@ def read_rows(path: Path, required: tuple[str, ...] = ("prompt",), check=None) -
 
 
 class PromptSampler:
-    """Walks a shuffled order of the rows; reshuffles at each epoch end."""
+    """Walks a shuffled order of the rows; reshuffles at each epoch end. `drawn` counts the rows
+    handed out so far: draw i is sampled with seed `row_seed(run seed, i)`."""
 
     def __init__(self, rows: list[dict], seed: int):
         self.rows = rows
         self.rng = random.Random(seed)
         self.order: list[int] = []
         self.epoch = 0
+        self.drawn = 0
 
     def next(self, n: int) -> list[dict]:
         out = []
@@ -53,4 +55,16 @@ class PromptSampler:
                 self.rng.shuffle(self.order)
                 self.epoch += 1
             out.append(self.rows[self.order.pop()])
+        self.drawn += n
         return out
+
+    def state(self) -> dict:
+        return {"rng": self.rng.getstate(), "order": list(self.order), "epoch": self.epoch, "drawn": self.drawn,
+                "rows": len(self.rows)}
+
+    def restore(self, state: dict) -> None:
+        if state["rows"] != len(self.rows):
+            raise ValueError(f"the checkpoint's sampler walked {state['rows']} training rows; data.train_path "
+                             f"now has {len(self.rows)}")
+        self.rng.setstate(state["rng"])
+        self.order, self.epoch, self.drawn = list(state["order"]), state["epoch"], state["drawn"]

@@ -13,13 +13,14 @@ log = logging.getLogger("threefold.metrics")
 
 
 class MetricsLog:
-    def __init__(self, path: Path, run_name: str, sinks: list | None = None):
-        """`sinks`: extra loggers with write(record) and close() (TensorBoard, W&B)."""
+    def __init__(self, path: Path, run_name: str, sinks: list | None = None, keep_until: int | None = None):
+        """`sinks`: extra loggers with write(record) and close() (TensorBoard, W&B). `keep_until`: a
+        resumed run keeps the records up to that step (the ones after it are redone)."""
         self.path = path
         self.run_name = run_name
         # A new run in a reused run directory starts a new record (the report would mix runs).
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("")
+        keep_records(path, keep_until)
         self.sinks = [RayMetrics(run_name), *(sinks or [])]
 
     def write(self, record: dict) -> None:
@@ -40,6 +41,28 @@ class MetricsLog:
                     close()
                 except Exception as e:
                     log.warning("metrics sink %s did not close: %s", type(sink).__name__, e)
+
+
+def keep_records(path: Path, until: int | None) -> None:
+    """Start a JSONL record afresh, or (a resumed run) keep its records up to step `until`."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= until] if until is not None and path.is_file() else []
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+class RolloutLog:
+    """<run dir>/rollouts.jsonl (logging.rollouts): a line per step with every sample trained on, its
+    id (draw, j), token ids, text and reward, so a run's data can be audited and compared."""
+
+    def __init__(self, path: Path, keep_until: int | None = None):
+        self.path = path
+        keep_records(path, keep_until)
+
+    def write(self, step: int, batch) -> None:
+        ids = batch.sample_ids or [None] * len(batch)
+        samples = [{"id": list(i) if i else None, "tokens": t, "text": x, "reward": r}
+                   for i, t, x, r in zip(ids, batch.response_ids, batch.texts, batch.rewards)]
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "rollout_version": batch.policy_version, "samples": samples}) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict]:

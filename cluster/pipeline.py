@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from cluster.actor_pool import ACTOR_LOST
 from cluster.reward_router import RewardRouter
 from learners.rollout import RolloutBatch
 from learners.shaping import informative_groups, overlong_penalty
@@ -40,15 +41,37 @@ class RolloutPipeline:
         self.cfg, self.generators, self.sampler, self.router = cfg, generators, sampler, router
         self.queued: dict[int, list] = {}  # step → its shards' refs (generation queued)
         self.ready: dict[int, Scored] = {}  # step → its scored batch
+        self.origin: dict = {}  # shard ref → (generator rank, rows, draws): what to redo if its generator dies
+        self.heal = None  # heal(rank) → a live generator in place of a dead one (set by the controller)
+        self.redone = 0  # samples regenerated because their generator died
 
     def queue(self, step: int, n_prompts: int | None = None) -> None:
         """Draw the step's prompts and queue their generation (returns at once)."""
-        self.queued[step] = self._generate(self.sampler.next(n_prompts or self.cfg.rollout.prompts_per_step))
+        self.queued[step] = self._generate(n_prompts or self.cfg.rollout.prompts_per_step)
 
-    def _generate(self, rows: list[dict]) -> list:
+    def _generate(self, n_prompts: int) -> list:
+        """Draw `n_prompts` rows and queue their sampling; draw i is sampled with its own seed
+        (learners/rollout.py row_seed), so its samples do not depend on which generator takes it."""
+        first = self.sampler.drawn
+        rows = self.sampler.next(n_prompts)
+        parts = split(list(enumerate(rows, first)), len(self.generators))
+        return [self._submit(rank, [x[1] for x in p], [x[0] for x in p]) for rank, p in enumerate(parts)]
+
+    def _submit(self, rank: int, rows: list[dict], draws: list[int]):
         r = self.cfg.rollout
-        return [g.generate.remote(s, r.samples_per_prompt, r.temperature, r.max_new_tokens)
-                for g, s in zip(self.generators, split(rows, len(self.generators)))]
+        ref = self.generators[rank].generate.remote(rows, r.samples_per_prompt, r.temperature, r.max_new_tokens,
+                                                    draws, self.cfg.seed)
+        self.origin[ref] = (rank, rows, draws)
+        return ref
+
+    def _redo(self, ref):
+        """The same draws again on a live generator: the same seeds, so the same samples for the same weights."""
+        rank, rows, draws = self.origin.pop(ref)
+        if self.heal is None:
+            raise RuntimeError("a generator died and this pipeline cannot replace it")
+        self.heal(rank)
+        self.redone += len(rows) * self.cfg.rollout.samples_per_prompt
+        return self._submit(rank, rows, draws)
 
     def prepare(self, step: int) -> None:
         """Score the step's batch now (it waits for its generation), so that `take` returns at once."""
@@ -61,10 +84,34 @@ class RolloutPipeline:
         self.prepare(step)
         return self.ready.pop(step)
 
-    def drop(self, step: int) -> None:
-        """Forget a step's batch (stale); its generation is discarded when it arrives."""
-        self.ready.pop(step, None)
-        self.queued.pop(step, None)
+    def pending(self) -> dict[int, tuple[str, object]]:
+        """Every batch generated or scored but not yet taken, for a checkpoint: step → ("scored",
+        Scored) or ("shards", its generated shards, unscored). Waits for queued generation."""
+        out: dict[int, tuple[str, object]] = {s: ("scored", v) for s, v in self.ready.items()}
+        for step, refs in self.queued.items():
+            shards = []
+            for i, ref in enumerate(refs):
+                try:
+                    shards.append(ray.get(ref))
+                except ACTOR_LOST:
+                    refs[i] = self._redo(ref)
+                    shards.append(ray.get(refs[i]))
+            out[step] = ("shards", shards)
+        return out
+
+    def restore(self, pending: dict[int, tuple[str, object]]) -> None:
+        """Put a checkpoint's pending batches back: scored ones ready, generated ones to be scored."""
+        for step, (kind, value) in pending.items():
+            if kind == "scored":
+                self.ready[step] = value
+            else:
+                self.queued[step] = [ray.put(shard) for shard in value]
+
+    def reset(self) -> None:
+        """Forget every batch queued or scored (a learner restart goes back to a checkpoint)."""
+        self.queued.clear()
+        self.ready.clear()
+        self.origin.clear()
 
     def _scored(self, refs: list) -> Scored:
         """The scored batch of queued shards, with dynamic sampling's extra rounds if configured."""
@@ -83,17 +130,26 @@ class RolloutPipeline:
             if have() >= want or info["extra_rounds"] >= ds.max_rounds:
                 return Scored(RolloutBatch.concat(kept) if kept else batch, info)
             info["extra_rounds"] += 1
-            refs = self._generate(self.sampler.next(want - have()))
+            refs = self._generate(want - have())
 
     def _score_shards(self, refs: list, info: dict) -> RolloutBatch:
-        """Each shard goes to the reward router as soon as its generator returns it."""
-        parts, pending, seconds = [], list(refs), []
+        """Each shard goes to the reward router as soon as its generator returns it; the batch joins
+        them in generator order, whichever finished first (the same batch on every run)."""
+        parts, pending, seconds = [None] * len(refs), list(refs), []
+        slot = {ref: i for i, ref in enumerate(refs)}
         while pending:
             t0 = time.perf_counter()
             done, pending = ray.wait(pending, num_returns=1)
-            shard: RolloutBatch = ray.get(done[0])
+            try:
+                shard: RolloutBatch = ray.get(done[0])
+            except ACTOR_LOST:
+                again = self._redo(done[0])
+                slot[again] = slot.pop(done[0])
+                pending.append(again)
+                continue
+            self.origin.pop(done[0], None)
             t1 = time.perf_counter()
-            parts.append(self._score(shard, info))
+            parts[slot[done[0]]] = self._score(shard, info)
             info["time_wait"] += t1 - t0
             info["time_reward"] += time.perf_counter() - t1
             seconds.append(shard.generate_seconds)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -82,20 +86,74 @@ def judge_cpus(sources) -> float:
     return total
 
 
-def train(cfg: RunConfig, default_name: str, address: str | None = None) -> dict:
+def train(cfg: RunConfig, default_name: str, address: str | None = None, resume: str | None = None) -> dict:
+    """A run from scratch, or (`resume`: a run directory or URI) from its newest complete checkpoint."""
     from cluster.controller import Controller, write_config
     from cluster.report import write_report
 
     start = time.time()
-    run_dir = run_dir_for(cfg, default_name)
+    found = None
+    if resume:
+        from cluster import resume as resume_mod
+
+        found = resume_mod.locate(resume)
+        resume_mod.check_config(found[0].manifest(found[1]), cfg, resume)
+        run_dir = resume_run_dir(cfg, resume, default_name)
+    else:
+        run_dir = run_dir_for(cfg, default_name)
     write_config(cfg, run_dir)
     init_ray(address)
     if not address:
         check_capacity(cfg)
-    controller = Controller(cfg, run_dir)
-    summary = controller.run(cfg.logging.progress)
-    controller.shutdown()
+    controller = Controller(cfg, run_dir, resume=found)
+    try:
+        with stop_signals(controller, cfg.checkpoint.on_signal):
+            summary = controller.run(cfg.logging.progress)
+    finally:
+        controller.shutdown()
     summary["report"] = str(write_report(run_dir, f"threefold run {run_dir.name}", time.time() - start,
                                          summary["eval_sources"]))
     summary["run_dir"] = str(run_dir)
     return summary
+
+
+def resume_run_dir(cfg: RunConfig, source: str, default_name: str) -> Path:
+    """A local run directory continues in place; a run on storage continues in a local directory
+    named after it, starting from its metrics.jsonl."""
+    from cluster.storage import _resolve, is_uri
+
+    if not is_uri(source) and (Path(source) / "config.json").is_file():
+        return Path(source)
+    name = cfg.logging.run_name or source.rstrip("/").rsplit("/", 1)[-1] or default_name
+    run_dir = cfg.logging.output_dir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fs, root = _resolve(source)
+    try:
+        with fs.open_input_stream(root.rstrip("/") + "/metrics.jsonl") as f:
+            (run_dir / "metrics.jsonl").write_bytes(f.read())
+    except (FileNotFoundError, OSError):
+        pass  # a store without the run's record: the metrics start at the checkpoint
+    return run_dir
+
+
+@contextmanager
+def stop_signals(controller, enabled: bool):
+    """SIGTERM/SIGINT (what `ray job stop` and Ctrl-C send) ask the controller to checkpoint after the
+    current step and stop; a second one stops at once."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        if controller.stop_signal:
+            raise KeyboardInterrupt
+        controller.stop_signal = signal.Signals(signum).name
+        print(f"threefold: {controller.stop_signal}: writing a checkpoint after this step, then stopping "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

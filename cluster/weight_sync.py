@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import ray
 
+from cluster.actor_pool import ACTOR_LOST
+
 
 class ParityError(RuntimeError):
     """A generator's log-probs on the probe differ from the learner's: its weights are wrong."""
@@ -19,6 +21,7 @@ class WeightSync(ABC):
         self.tol = tol
         self.pending: list[tuple[int, list]] = []  # (version, the generators' load calls)
         self.seconds = 0.0
+        self.heal = None  # heal(i): generator i died; replace it (it gets the current weights) and return it
 
     @abstractmethod
     def start(self, version: int) -> None:
@@ -30,7 +33,15 @@ class WeightSync(ABC):
         t0 = time.perf_counter()
         while self.pending:
             version, refs = self.pending.pop(0)
-            versions = ray.get(refs)
+            versions = []
+            for i, ref in enumerate(refs):
+                try:
+                    versions.append(ray.get(ref))
+                except ACTOR_LOST:
+                    if self.heal is None:
+                        raise
+                    self.heal(i)  # its replacement loaded the newest weights
+                    versions.append(version)
             if any(v != version for v in versions):
                 raise ParityError(f"generators report versions {versions}, expected {version}")
         self.seconds = time.perf_counter() - t0
@@ -40,12 +51,14 @@ class WeightSync(ABC):
         self.start(version)
         self.finish()
 
-    def check_parity(self) -> float:
-        """Max |Δ log-prob| over generators and probe tokens; raises ParityError above `tol`."""
+    def check_parity(self, only: int | None = None) -> float:
+        """Max |Δ log-prob| over generators (or generator `only`) and probe tokens; raises ParityError
+        above `tol`."""
         expected = ray.get(self.learner.probe_logprobs.remote(self.probe_ids))
-        got_all = ray.get([g.probe_logprobs.remote(self.probe_ids) for g in self.generators])
+        ranks = range(len(self.generators)) if only is None else [only]
+        got_all = self._probe(ranks)
         worst = 0.0
-        for rank, got in enumerate(got_all):
+        for rank, got in zip(ranks, got_all):
             diff = max(abs(a - b) for a, b in zip(expected, got))
             worst = max(worst, diff)
             if diff > self.tol or len(got) != len(expected):
@@ -54,6 +67,24 @@ class WeightSync(ABC):
                     f"max |Δ log-prob| = {diff:.2e} > tolerance {self.tol:.0e}; weights did not load correctly"
                 )
         return worst
+
+
+    def _probe(self, ranks) -> list:
+        out, refs = [], [self.generators[rank].probe_logprobs.remote(self.probe_ids) for rank in ranks]
+        for rank, ref in zip(ranks, refs):
+            try:
+                out.append(ray.get(ref))
+            except ACTOR_LOST:
+                if self.heal is None:
+                    raise
+                self.heal(rank)  # checks its replacement's parity itself
+                out.append(ray.get(self.generators[rank].probe_logprobs.remote(self.probe_ids)))
+        return out
+
+    def load_one(self, rank: int, version: int) -> None:
+        """Generator `rank` (a replacement) gets the learner's current weights now."""
+        blob = self.learner.export.remote()
+        ray.get(self.generators[rank].load_weights.remote(blob, version))
 
 
 class ObjectStoreSync(WeightSync):

@@ -27,6 +27,7 @@ class RolloutBatch:
     statuses: list[str] | None = None
     reward_detail: list[dict] | None = None  # per sample: {source name: {"score", "status"}}
     generate_seconds: float = 0.0  # the generator's wall time for this batch (shards: their own)
+    sample_ids: list[tuple[int, int]] | None = None  # per sample: (draw, j), the j-th sample of the run's draw-th prompt
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -39,6 +40,7 @@ class RolloutBatch:
         scored = all(p.rewards is not None for p in parts)
         out.rewards, out.statuses = ([], []) if scored else (None, None)
         out.reward_detail = [] if scored and all(p.reward_detail is not None for p in parts) else None
+        out.sample_ids = [] if all(p.sample_ids is not None for p in parts) else None
         offset = 0
         for p in parts:
             out.prompt_ids += p.prompt_ids
@@ -47,6 +49,8 @@ class RolloutBatch:
             out.group_ids += [g + offset for g in p.group_ids]
             out.texts += p.texts
             out.metadata += p.metadata
+            if out.sample_ids is not None:
+                out.sample_ids += p.sample_ids
             if scored:
                 out.rewards += p.rewards
                 out.statuses += p.statuses or [""] * len(p)
@@ -61,13 +65,21 @@ class RolloutBatch:
         return RolloutBatch(pick(self.prompt_ids), pick(self.response_ids), pick(self.behaviour_logprobs),
                             group_ids if group_ids is not None else pick(self.group_ids), pick(self.texts),
                             pick(self.metadata), self.policy_version, pick(self.rewards), pick(self.statuses),
-                            pick(self.reward_detail))
+                            pick(self.reward_detail), self.generate_seconds, pick(self.sample_ids))
 
     def select_groups(self, groups: list[int]) -> "RolloutBatch":
         """The samples of `groups`, in that order, renumbered 0..len(groups)-1."""
         rank = {g: i for i, g in enumerate(groups)}
         idx = sorted((i for i, g in enumerate(self.group_ids) if g in rank), key=lambda i: rank[self.group_ids[i]])
         return self.select(idx, [rank[self.group_ids[i]] for i in idx])
+
+
+SEED_STRIDE = 4096  # vLLM seeds sample j of a prompt with seed + j: room for that many samples per prompt
+
+
+def row_seed(seed: int, draw: int) -> int:
+    """The sampling seed of the `draw`-th prompt handed out in a run seeded `seed` (fits in 62 bits)."""
+    return (seed * 1_000_003 * SEED_STRIDE + draw * SEED_STRIDE) % (1 << 62)
 
 
 @dataclass
