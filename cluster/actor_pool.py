@@ -8,12 +8,13 @@ import logging
 from collections.abc import Callable
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
 from cluster.placement import RoleSlots
 
 log = logging.getLogger("threefold.pool")
-ACTOR_LOST = (RayActorError, WorkerCrashedError)
+REPLACE_WAIT_S = 120.0
+ACTOR_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)  # ObjectLostError: its node died with the result
 
 
 class ActorPool:
@@ -44,9 +45,21 @@ class ActorPool:
         self.place.close()
 
     def _replace(self, actor) -> None:
-        if actor in self.actors:
-            self.actors[self.actors.index(actor)] = self.place.replace(actor, self.spawn)
-            self.replaced += 1
+        """A fresh actor in the dead one's place, once it answers: when a node dies, its placement
+        group bundles move to another node first, and a replacement started too early dies again."""
+        if actor not in self.actors:
+            return
+        slot = self.actors.index(actor)
+        for attempt in range(1, 4):
+            fresh = self.place.replace(actor, self.spawn)
+            self.actors[slot] = fresh
+            try:
+                ray.get(fresh.info.remote(), timeout=REPLACE_WAIT_S)
+                break
+            except ACTOR_LOST + (GetTimeoutError,) as e:
+                log.warning("%s replacement %d did not start (%s); trying again", self.name, attempt, type(e).__name__)
+                actor = fresh
+        self.replaced += 1
 
     def run(self, call: Callable[[object, list[int]], object], chunks: list[list[int]],
             lost: Callable[[list[int], Exception], list], in_flight: int = 2,
