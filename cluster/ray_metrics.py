@@ -29,6 +29,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "threefold_tokens_total": ("counter", ("run",), "response tokens generated"),
     "threefold_phase_seconds": ("histogram", ("run", "phase"), "seconds per step phase"),
     "threefold_pool_size": ("gauge", ("run", "pool"), "actors (or Serve replicas) per pool"),
+    "threefold_recovery": ("gauge", ("run", "kind"),
+                           "the run's recoveries so far: generator_restarts, learner_restarts, samples_redone, steps_replayed"),
     "threefold_pool_items_per_s": ("gauge", ("run", "pool", "source"),
                                    "items per second through the pool in the last step (source: the reward source it scored for)"),
     "threefold_pool_busy_seconds": ("gauge", ("run", "pool", "source"), "seconds the pool worked in the last step"),
@@ -72,6 +74,8 @@ def step_values(record: dict, run: str) -> list[tuple[str, float, dict]]:
         put("threefold_pool_busy_seconds", busy["learn"], pool="learner")
     for pool, size in (record.get("pools") or {}).items():
         put("threefold_pool_size", size, pool=pool)
+    for kind, count in (record.get("recovery") or {}).items():
+        put("threefold_recovery", count, kind=kind)
     for source, m in (record.get("sources") or {}).items():
         out += source_values(source, m, tag)
     return out

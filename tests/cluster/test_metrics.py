@@ -106,3 +106,12 @@ def test_a_status_or_mode_that_stops_occurring_reads_zero():
     mode = m._made["threefold_sandbox_mode"][1].values
     assert mode[(("mode", "bwrap"), ("pool", "verifiers"), ("run", "r1"), ("source", "t"))] == 0.0
     assert mode[(("mode", "rlimits"), ("pool", "verifiers"), ("run", "r1"), ("source", "t"))] == 1.0
+
+
+def test_recoveries_reach_the_dashboard_per_kind():
+    from cluster.ray_metrics import step_values
+
+    got = step_values({"step": 3, "recovery": {"generator_restarts": 1, "learner_restarts": 0, "samples_redone": 16,
+                                               "steps_replayed": 0}}, "r")
+    rec = {tags["kind"]: v for name, v, tags in got if name == "threefold_recovery"}
+    assert rec == {"generator_restarts": 1.0, "learner_restarts": 0.0, "samples_redone": 16.0, "steps_replayed": 0.0}
