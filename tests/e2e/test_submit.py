@@ -5,6 +5,7 @@ meets the in-process cluster the other e2e tests share (conftest.ray_cluster); i
 process id (and the processes it started, found by its unique temp dir), never with `ray stop`, which
 would stop every Ray cluster on the machine. The job goes through the same code path as the command,
 with the training entrypoint replaced by a tiny Python command."""
+import json
 import os
 import re
 import secrets
@@ -206,3 +207,46 @@ def test_train_joins_the_head_through_the_ray_client(ray_head, assets, tmp_path)
     records = [yaml.safe_load(x) for x in (tmp_path / "runs" / "via-client" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1] and records[1]["samples"] == 16
     assert token not in proc.stdout + proc.stderr
+
+
+def test_a_stopped_training_job_writes_a_checkpoint_first(ray_head, assets, tmp_path, monkeypatch, capsys):
+    """`submit --stop` (Ray's job stop: SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S from the shipped
+    runtime_env) on a real training job: the step in progress finishes and a checkpoint lands in storage."""
+    from ray.job_submission import JobStatus
+
+    address, token = ray_head
+    shipped = yaml.safe_load((ROOT / "deploy" / "runtime_env.yaml").read_text())
+    assert int(shipped["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"]) >= 60
+    runtime_env = tmp_path / "runtime_env.yaml"  # the shipped one less pip: this box has no package index
+    runtime_env.write_text(yaml.safe_dump({k: v for k, v in shipped.items() if k != "pip"}))
+    for var in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    store, assets = tmp_path / "store", assets.resolve()
+    sets = [f"policy.model_dir={assets / 'model'}", f"data.train_path={assets / 'data/train.jsonl'}",
+            f"data.eval_path={assets / 'data/eval.jsonl'}", "steps=500", "rollout.num_generators=1",
+            "rollout.prompts_per_step=4", "rollout.samples_per_prompt=4", "logging.eval_every=1",
+            "logging.eval_size=8", "logging.progress=false", "logging.run_name=stopme", "checkpoint.every=1000",
+            "resources.generator_cpus=0.5", "resources.learner_cpus=0.5", "resources.verifier_cpus=0.25"]
+    args = build_parser().parse_args(["submit", str(ROOT / "configs" / "rlvr-arith.yaml"), "--address", address,
+                                      "--runtime-env", str(runtime_env), "--storage", str(store), "--no-wait",
+                                      *[w for s in sets for w in ("--set", s)]])
+    assert submit_cmd.cmd_submit(args) == 0
+    job = re.findall(r"job id: (raysubmit_\w+)", capsys.readouterr().out)[-1]
+    client = submit_cmd.make_client(address, {"Authorization": f"Bearer {token}"})
+    metrics, deadline = store / "stopme" / "metrics.jsonl", time.monotonic() + 400
+    while not (metrics.is_file() and any(json.loads(x)["step"] >= 2 for x in metrics.read_text().splitlines())):
+        assert client.get_job_status(job) in (JobStatus.PENDING, JobStatus.RUNNING), client.get_job_logs(job)[-3000:]
+        assert time.monotonic() < deadline, "the job did not reach step 2 in 400 s"
+        time.sleep(2)
+    assert submit_cmd.cmd_submit(build_parser().parse_args(["submit", "--stop", job, "--address", address])) == 0
+    deadline = time.monotonic() + 150
+    while client.get_job_status(job) not in (JobStatus.STOPPED, JobStatus.FAILED) and time.monotonic() < deadline:
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.STOPPED, logs[-3000:]
+    assert "SIGTERM: writing a checkpoint after this step" in logs and "continue with --resume" in logs
+    manifests = sorted((store / "stopme" / "checkpoints").glob("step-*/manifest.json"))
+    assert len(manifests) == 1, logs[-3000:]
+    step = json.loads(manifests[0].read_text())["step"]
+    assert step >= 2 and (manifests[0].parent / "learner.pt").stat().st_size > 1_000_000
