@@ -8,10 +8,11 @@ import logging
 import ray
 from ray.exceptions import GetTimeoutError
 
-from cluster.actor_pool import ACTOR_LOST
+from cluster.actor_pool import ACTOR_LOST, REPLACE_WAIT_S
 
 log = logging.getLogger("threefold.recovery")
 PING_S = 30.0
+START_TRIES = 3
 
 
 def alive(actor) -> bool:
@@ -36,11 +37,25 @@ def heal_generator(ctrl, rank: int):
         pass
     cfg, res = ctrl.cfg, ctrl.cfg.resources
     opts = ctrl.gen_opts[rank] if rank < len(ctrl.gen_opts) else {"num_cpus": res.generator_cpus}
-    new = RolloutGenerator.options(**opts).remote(str(cfg.policy.model_dir.resolve()), cfg.seed + rank,
-                                                  cfg.rollout.max_model_len, res.generator_threads or res.threads_per_actor)
-    ctrl.generators[rank] = new  # the list the pipeline and the weight sync share
-    ctrl.sync.load_one(rank, ctrl.version)
-    diff = ctrl.sync.check_parity(only=rank)
+    for attempt in range(1, START_TRIES + 1):
+        new = RolloutGenerator.options(**opts).remote(str(cfg.policy.model_dir.resolve()), cfg.seed + rank,
+                                                      cfg.rollout.max_model_len, res.generator_threads or res.threads_per_actor)
+        ctrl.generators[rank] = new  # the list the pipeline and the weight sync share
+        try:
+            # a node killed without grace is declared dead only after missed heartbeats; until then its
+            # placement-group bundles stay there and a replacement sent to them dies with the node
+            ray.get(new.get_version.remote(), timeout=REPLACE_WAIT_S)
+            ctrl.sync.load_one(rank, ctrl.version)
+            diff = ctrl.sync.check_parity(only=rank)
+            break
+        except ACTOR_LOST + (GetTimeoutError,) as e:
+            if attempt == START_TRIES:
+                raise
+            log.warning("generator %d replacement %d did not start (%s); trying again", rank, attempt, type(e).__name__)
+            try:
+                ray.kill(new)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
     ctrl.recovery["generator_restarts"] = ctrl.recovery.get("generator_restarts", 0) + 1
     log.warning("generator %d died; replaced and loaded with policy version %d (parity %.1e)", rank, ctrl.version, diff)
     return new
