@@ -92,7 +92,7 @@ class SourceConfig(Section):
     judges: Path | None = None
     """judge: the judges YAML (endpoints, ensemble, pool size), as for `threefold judge`."""
     judge_mode: Literal["group", "reference", "pointwise"] = "group"
-    """judge: group = win rate against the other samples of the prompt; reference = P(sample beats the row's `reference`); pointwise = normalised 1..10 score."""
+    """judge: group = win rate against the other samples of the prompt; reference = P(sample beats the row's `reference`), and a sample identical to it ties (0.5) without a call; pointwise = normalised 1..10 score."""
     function: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """rule: `package.module:function`, called as function(prompt, response, row) → float on the driver."""
     knowledge: Path | None = None

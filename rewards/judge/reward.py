@@ -2,6 +2,7 @@
 
 - reference: each sample is judged as A against the row's reference response as B; the score is
   the ensemble's P(A) (the sample beats the reference), from log-probs where the judges give them.
+  A sample identical to its reference (leading and trailing whitespace aside) ties, 0.5, without a call.
 - group: each sample is judged against every other sample of its prompt (group id); the score is
   its win rate, (wins + ties / 2) / decided comparisons. A group of n costs n(n-1)/2 pairs, each
   sent in both orders to every judge.
@@ -42,6 +43,8 @@ async def reference_rewards(ens: JudgeEnsemble, prompts: Sequence, responses: Se
         bad = _not_text(prompt=p, response=r, reference=ref)
         if bad:
             return bad
+        if r.strip() == ref.strip():  # the same answer ties without a call, as in group mode
+            return RewardResult(_OUTCOME["tie"], JUDGED, {"winner": "tie", "p_a": 0.5, "votes": [], "identical": True})
         v = await ens.judge_pair(p, r, ref)
         detail = {"winner": v.winner, "p_a": v.p_a, "votes": [x.to_dict() for x in v.votes],
                   **({"principles": v.principles} if v.principles else {})}

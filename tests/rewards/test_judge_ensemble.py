@@ -78,6 +78,15 @@ def test_reference_rewards(srv):
     assert len(srv.seen_by("likes-right")) == 4  # the bad sample was never sent
 
 
+def test_a_sample_identical_to_its_reference_ties_without_a_call(srv):
+    SCRIPTS["likes-first"] = lambda seen: Reply(GOOD.format("A"))  # would reward whichever is shown first
+    ens = ensemble(srv.base_url, "likes-first")
+    got = run(ens, reference_rewards(ens, ["q", "q"], [" 46\n", "47"], ["46", "46"]))
+    assert (got[0].score, got[0].status, got[0].detail["identical"]) == (0.5, JUDGED, True)
+    assert got[1].score == 0.5 and got[1].detail["winner"] == "tie"  # the swap rule: A then A is a tie
+    assert len(srv.seen_by("likes-first")) == 2  # only "47" was sent, in both orders
+
+
 def test_group_win_rates(srv):
     # Quality is the number of "+" signs: the judge prefers more; equal counts → it says tie.
     def plus_counter(seen):
