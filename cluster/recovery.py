@@ -58,7 +58,7 @@ def heal_generator(ctrl, rank: int):
                 pass
     ctrl.recovery["generator_restarts"] = ctrl.recovery.get("generator_restarts", 0) + 1
     log.warning("generator %d died; replaced and loaded with policy version %d (parity %.1e)", rank, ctrl.version, diff)
-    return new
+    return ctrl.generators[rank]  # not `new`: if it died during the parity probe, the probe replaced it
 
 
 def greedy(ctrl, shards: list[list[str]], max_tokens: int) -> list[str]:
