@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable
 
 import ray
@@ -24,6 +25,7 @@ class ActorPool:
         self.name, self.spawn, self.place, self.max_retries = name, spawn, place, max_retries
         self.actors: list = []
         self.replaced = self.queue_peak = 0
+        self._lock = threading.Lock()
         self.resize(size)
 
     def resize(self, size: int) -> None:
@@ -46,7 +48,12 @@ class ActorPool:
 
     def _replace(self, actor) -> None:
         """A fresh actor in the dead one's place, once it answers: when a node dies, its placement
-        group bundles move to another node first, and a replacement started too early dies again."""
+        group bundles move to another node first, and a replacement started too early dies again.
+        Shards of one step are scored from several threads: the first to see a death replaces the actor."""
+        with self._lock:
+            self._replace_locked(actor)
+
+    def _replace_locked(self, actor) -> None:
         if actor not in self.actors:
             return
         slot = self.actors.index(actor)

@@ -7,6 +7,7 @@ each endpoint within its configured requests in flight (at least one per actor).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Sequence
 
 import ray
@@ -39,6 +40,8 @@ class JudgePool:
         self.actors: list = []
         self._pending: dict[str, JudgeStats] = {}  # counts of actors removed since the last step_stats
         self._taken: dict[str, JudgeStats] = {}  # counts already handed out by step_stats
+        self._lock = threading.Lock()  # shards of one step are scored from several threads
+        self._successor: dict = {}  # dead actor → the one that took its place
         self.resize(size or config.pool.size)
 
     @property
@@ -85,12 +88,21 @@ class JudgePool:
             return ray.get(ref)
         except RayActorError as e:
             log.warning("judge actor lost (%s); retrying its share on a new actor", type(e).__name__)
-            fresh = self.place.replace(actor, lambda o: self._spawn(o, self.size))
-            self.actors[self.actors.index(actor)] = fresh
+            fresh = self._fresh(actor)
             try:
                 return ray.get(getattr(fresh, method).remote(*args))
             except RayActorError:
                 return None
+
+    def _fresh(self, actor):
+        """The live actor in a dead one's slot: a new one, or the one another thread (scoring another
+        shard of the same step) already put there."""
+        with self._lock:
+            if actor in self.actors:
+                fresh = self.place.replace(actor, lambda o: self._spawn(o, self.size))
+                self.actors[self.actors.index(actor)] = fresh
+                self._successor[actor] = fresh
+            return self._successor[actor]
 
     def judge_pairs(self, rows: Sequence[tuple[str, str, str]]) -> list[PairVerdict]:
         """Ensemble verdicts for (prompt, response_a, response_b) rows, in input order."""

@@ -9,6 +9,7 @@ With k = 0 each batch is generated after the previous update, as a synchronous l
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import ray
@@ -133,36 +134,46 @@ class RolloutPipeline:
             refs = self._generate(want - have())
 
     def _score_shards(self, refs: list, info: dict) -> RolloutBatch:
-        """Each shard goes to the reward router as soon as its generator returns it; the batch joins
-        them in generator order, whichever finished first (the same batch on every run)."""
-        parts, pending, seconds = [None] * len(refs), list(refs), []
+        """Each shard goes to the reward router as soon as its generator returns it, while the others
+        are still being generated or scored (a judge or sandbox pool then has every shard's samples
+        in flight at once, not one shard's at a time); the batch joins them in generator order,
+        whichever finished first (the same batch on every run).
+        time_wait: until the first shard came; time_reward: from then until every shard is scored."""
+        parts, pending, seconds, routing = [None] * len(refs), list(refs), [], {}
         slot = {ref: i for i, ref in enumerate(refs)}
-        while pending:
-            t0 = time.perf_counter()
-            done, pending = ray.wait(pending, num_returns=1)
-            try:
-                shard: RolloutBatch = ray.get(done[0])
-            except ACTOR_LOST:
-                again = self._redo(done[0])
-                slot[again] = slot.pop(done[0])
-                pending.append(again)
-                continue
-            self.origin.pop(done[0], None)
-            t1 = time.perf_counter()
-            parts[slot[done[0]]] = self._score(shard, info)
-            info["time_wait"] += t1 - t0
-            info["time_reward"] += time.perf_counter() - t1
-            seconds.append(shard.generate_seconds)
+        t0 = time.perf_counter()
+        t1 = None
+        with ThreadPoolExecutor(max_workers=len(refs)) as ex:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                try:
+                    shard: RolloutBatch = ray.get(done[0])
+                except ACTOR_LOST:
+                    again = self._redo(done[0])
+                    slot[again] = slot.pop(done[0])
+                    pending.append(again)
+                    continue
+                self.origin.pop(done[0], None)
+                t1 = t1 or time.perf_counter()
+                routing[slot[done[0]]] = (shard, ex.submit(self._route, shard))
+                seconds.append(shard.generate_seconds)
+            for i, (shard, future) in sorted(routing.items()):
+                parts[i] = self._apply(shard, future.result(), info)
+        info["time_wait"] += (t1 or t0) - t0
+        info["time_reward"] += time.perf_counter() - (t1 or t0)
         info["time_generate"] += max(seconds, default=0.0)  # shards run side by side
         info.setdefault("sources", {})
         for name, extra in self.router.extras(info["sources"]).items():
             info["sources"][name].update(extra)
         return RolloutBatch.concat([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
 
-    def _score(self, batch: RolloutBatch, info: dict) -> RolloutBatch:
+    def _route(self, batch: RolloutBatch):
+        return self.router.score([m["prompt"] for m in batch.metadata], batch.texts, batch.metadata,
+                                 batch.group_ids, extras=False)
+
+    def _apply(self, batch: RolloutBatch, routed, info: dict) -> RolloutBatch:
+        """The shard with its rewards (and without the samples a source dropped); metrics into `info`."""
         over, max_len = self.cfg.algorithm.overlong, self.cfg.rollout.max_new_tokens
-        routed = self.router.score([m["prompt"] for m in batch.metadata], batch.texts, batch.metadata,
-                                   batch.group_ids, extras=False)
         batch.rewards, batch.statuses, batch.reward_detail = routed.rewards, routed.statuses, routed.by_source
         if not all(routed.keep):
             batch = batch.select([i for i, k in enumerate(routed.keep) if k])

@@ -126,7 +126,11 @@ class RewardRouter:
 
 def _timed(src: Source, samples: list[Sample]) -> tuple[list[RewardResult], float]:
     t0 = time.perf_counter()
-    results = src.score(samples)
+    if src.concurrent:
+        results = src.score(samples)
+    else:
+        with src.lock:
+            results = src.score(samples)
     if len(results) != len(samples):
         raise RuntimeError(f"source {src.name!r} returned {len(results)} results for {len(samples)} samples")
     return results, time.perf_counter() - t0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 
 import ray
 from collections.abc import Callable
@@ -27,10 +28,14 @@ class Sample:
 
 class Source:
     needs: tuple[str, ...] = ()  # row fields this source reads
+    # True: score() may run for several shards of a step at once (pools of actors, counters under
+    # self.lock); False: the router takes self.lock around every call (stateful scorers, user functions)
+    concurrent = False
 
     def __init__(self, cfg: SourceConfig):
         self.cfg, self.name, self.weight = cfg, cfg.name, cfg.weight
         self.kinds = set(cfg.kinds)
+        self.lock = threading.Lock()
 
     def serves(self, row: dict) -> bool:
         return "*" in self.kinds or row.get("kind") in self.kinds
@@ -56,6 +61,7 @@ class Source:
 
 class MathSource(Source):
     needs = ("answer",)
+    concurrent = True
 
     def __init__(self, cfg: SourceConfig, verifiers):
         super().__init__(cfg)
@@ -71,6 +77,7 @@ class CodeSource(Source):
     the body), run against the row's `tests` (and `limits`) in the sandbox; the score is the
     fraction of cases passed (all-or-nothing with reward.all_or_nothing)."""
     needs = ("tests",)
+    concurrent = True
 
     def __init__(self, cfg: SourceConfig, verifiers):
         super().__init__(cfg)
@@ -82,8 +89,9 @@ class CodeSource(Source):
                  "tests": s.row["tests"], **({"limits": s.row["limits"]} if "limits" in s.row else {})}
                 for i, s in enumerate(samples)]
         verdicts = self.pool.verify(rows)
-        self.programs += len(verdicts)  # since the last extra_metrics: a step may score in several calls
-        self.passed += sum(v["status"] == "passed" for v in verdicts)
+        with self.lock:  # since the last extra_metrics: a step may score in several calls
+            self.programs += len(verdicts)
+            self.passed += sum(v["status"] == "passed" for v in verdicts)
         return [RewardResult(float(v["reward"]), v["status"], {k: v[k] for k in ("passed", "total") if k in v}
                              | ({"error": v["error"]} if v.get("error") else {}))
                 for v in verdicts]
@@ -101,6 +109,7 @@ class ExactSource(Source):
     """The response's final answer (its last `Answer:` line, else its last line) against the row's
     `answers`, or the answers of its `key` in the knowledge file (the row's `knowledge`, else the
     source's), after normalisation (rewards/exact); scored in the verifier pool like math."""
+    concurrent = True
 
     def __init__(self, cfg: SourceConfig, verifiers):
         super().__init__(cfg)
@@ -136,8 +145,9 @@ class ExactSource(Source):
     def score(self, samples):
         rows = [{"id": i, "kind": "exact", "response": s.response, **self._fields(s.row)} for i, s in enumerate(samples)]
         verdicts = self.pool.verify(rows, chunk=max(4, -(-len(rows) // max(1, 2 * len(self.pool.actors)))))
-        self.answers += len(verdicts)
-        self.passed += sum(v["status"] == "passed" for v in verdicts)
+        with self.lock:
+            self.answers += len(verdicts)
+            self.passed += sum(v["status"] == "passed" for v in verdicts)
         return [RewardResult(float(v["reward"]), v["status"], {"error": v["error"]} if v.get("error") else
                              {k: x for k, x in (v["cases"] or [{}])[0].items() if k != "status"})
                 for v in verdicts]
@@ -170,6 +180,7 @@ class RMSource(Source):
 
 
 class JudgeSource(Source):
+    concurrent = True
     def __init__(self, cfg: SourceConfig, placement=None):
         super().__init__(cfg)
         from cluster.judge_cmd import load_judges
@@ -184,7 +195,8 @@ class JudgeSource(Source):
     def score(self, samples):
         # responses that carried the judge's own format markers (defused before judging): a
         # rising count means the policy is learning to talk to the judge
-        self.neutralised += sum(carries_markers(s.response) for s in samples)
+        with self.lock:
+            self.neutralised += sum(carries_markers(s.response) for s in samples)
         third = {"group": [s.group for s in samples], "reference": [s.row.get("reference") for s in samples],
                  "pointwise": None}[self.cfg.judge_mode]
         return self.pool.rewards(self.cfg.judge_mode, [s.prompt for s in samples], [s.response for s in samples], third)

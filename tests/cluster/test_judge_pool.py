@@ -90,6 +90,24 @@ def test_a_lost_actor_is_replaced_and_its_work_redone(srv):
         pool.shutdown()
 
 
+def test_two_shards_that_find_the_same_dead_actor_replace_it_once(srv):
+    """Shards of one step are scored from several threads: both see the death, one replaces it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    SCRIPTS["pool-twice"] = prefers("right")
+    pool = JudgePool(config(srv.base_url, "pool-twice", pool={"size": 1}))
+    try:
+        dead = pool.actors[0]
+        ray.kill(dead)
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            got = [f.result() for f in [ex.submit(pool.judge_pairs, rows(6)) for _ in range(2)]]
+        assert [[v.winner for v in g] for g in got] == [["B", "A", "A"] * 2] * 2
+        assert pool.size == 1 and dead not in pool.actors
+        assert pool.metrics()["pool-twice"]["calls"] == 2 * 12  # both shards judged by the one replacement
+    finally:
+        pool.shutdown()
+
+
 def judge_source(srv, tmp_path, model: str, **source):
     """A `type: judge` reward source whose judges YAML points at the test double."""
     import yaml
