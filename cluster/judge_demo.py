@@ -88,9 +88,8 @@ def padded(text: str) -> str:
 
 
 def reply(own: str, response_a: str, response_b: str, verdict: str) -> str:
-    mark = lambda r: "yes" if padded(r.strip()) == padded(own) else "no"  # noqa: E731
-    a, b = padded(response_a.strip()), padded(response_b.strip())
-    return f"{padded(own)}\n{a} {mark(response_a)}\n{b} {mark(response_b)}\nVerdict: [[{verdict}]]"
+    a, b, own = padded(response_a.strip()), padded(response_b.strip()), padded(own)
+    return f"{own}\n{a} {'yes' if a == own else 'no'}\n{b} {'yes' if b == own else 'no'}\nVerdict: [[{verdict}]]"
 
 
 def policy_pair(prompt: str, answers: list[str], rng: random.Random) -> tuple[str, str, str] | None:
@@ -235,9 +234,12 @@ def greedy_replies(model, tok, prompts: list[str], max_new_tokens: int = 40, bat
 
 
 def judged_replies(model, tok, prompts: list[str], max_new_tokens: int = 40, batch: int = 250) -> list[tuple]:
-    """(greedy reply, P(first)) per prompt: P(first) = p(A) / (p(A) + p(B)) at the verdict letter
-    after the reply's last "Verdict: [[", as a served judge's log-probs give it; None without one."""
+    """(greedy reply, P(first)) per prompt: P(first) at the verdict letter after the reply's last
+    "Verdict: [[", from the same token log-probs a served judge returns (rewards.judge.parse.p_first,
+    with A and B as the alternatives); None without one."""
     import torch
+
+    from rewards.judge.parse import p_first
 
     tok.padding_side = "left"
     a_id, b_id = tok.convert_tokens_to_ids("A"), tok.convert_tokens_to_ids("B")
@@ -248,16 +250,16 @@ def judged_replies(model, tok, prompts: list[str], max_new_tokens: int = 40, bat
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
                                  return_dict_in_generate=True, pad_token_id=tok.pad_token_id,
                                  eos_token_id=tok.eos_token_id)
-        for j, ids in enumerate(gen.sequences[:, enc["input_ids"].shape[1]:].tolist()):
-            pieces = [tok.decode([t], skip_special_tokens=True) for t in ids]
-            text, mark = "".join(pieces), "".join(pieces).rfind("Verdict: [[")
-            at = mark + len("Verdict: [[") if mark >= 0 else -1
-            starts = [sum(len(x) for x in pieces[:k]) for k in range(len(pieces))]
-            p = None
-            if at in starts:
-                probs = torch.softmax(gen.scores[starts.index(at)][j].float(), -1)
-                p = (probs[a_id] / (probs[a_id] + probs[b_id])).item()
-            out.append((text, p))
+        seqs = gen.sequences[:, enc["input_ids"].shape[1]:]
+        logp = torch.stack(gen.scores, 1).float().log_softmax(-1)  # batch × step × vocab
+        chosen, lp_a, lp_b = logp.gather(2, seqs.unsqueeze(-1)).squeeze(-1).tolist(), logp[..., a_id].tolist(), \
+            logp[..., b_id].tolist()
+        for j, ids in enumerate(seqs.tolist()):
+            tokens = [(tok.decode([t], skip_special_tokens=True), chosen[j][k], (("A", lp_a[j][k]), ("B", lp_b[j][k])))
+                      for k, t in enumerate(ids)]
+            text = "".join(t[0] for t in tokens)
+            mark = text.rfind("Verdict: [[")
+            out.append((text, p_first(text, tokens, mark + len("Verdict: [[") if mark >= 0 else -1)))
     return out
 
 

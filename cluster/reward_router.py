@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from cluster.reward_sources import FAILED, Sample, Source
@@ -126,11 +127,8 @@ class RewardRouter:
 
 def _timed(src: Source, samples: list[Sample]) -> tuple[list[RewardResult], float]:
     t0 = time.perf_counter()
-    if src.concurrent:
+    with nullcontext() if src.concurrent else src.lock:
         results = src.score(samples)
-    else:
-        with src.lock:
-            results = src.score(samples)
     if len(results) != len(samples):
         raise RuntimeError(f"source {src.name!r} returned {len(results)} results for {len(samples)} samples")
     return results, time.perf_counter() - t0

@@ -181,6 +181,7 @@ class RMSource(Source):
 
 class JudgeSource(Source):
     concurrent = True
+
     def __init__(self, cfg: SourceConfig, placement=None):
         super().__init__(cfg)
         from cluster.judge_cmd import load_judges
