@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import ray
@@ -35,6 +36,7 @@ class RolloutGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
         self.loads = 0  # load_weights calls (one per sync, whatever the number of tensors)
+        self.reloaded_by: str | None = None  # how the last sync loaded: "inplace" or "vllm"
 
     def __repr__(self) -> str:
         return self.label
@@ -79,10 +81,14 @@ class RolloutGenerator:
         outs = self.llm.generate(self._prompts(prompts), params, use_tqdm=False)
         return [o.outputs[0].text for o in outs]
 
-    def load_weights(self, buckets: list, version: int) -> int:
-        """Reload every parameter in place from the learner's buckets (learners/weight_pack.py): one
-        call whatever the number of tensors; the engine keeps running."""
-        self.llm.collective_rpc("reload_from_buckets", args=(buckets,))
+    def load_weights(self, buckets: list, version: int, reload: str = "inplace") -> int:
+        """Reload every parameter from the learner's buckets (learners/weight_pack.py): one call whatever
+        the number of tensors; the engine keeps running. `reload`: rollout.sync_reload."""
+        how = self.llm.collective_rpc("reload_from_buckets", args=(buckets, reload == "inplace"))[0]
+        if how != reload and self.reloaded_by != how:
+            print(f"{self.label}: rollout.sync_reload is {reload}, but this engine's layout needs vLLM's "
+                  "generic reload; using it", file=sys.stderr, flush=True)
+        self.reloaded_by = how
         self.loads += 1
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
         self.version = version

@@ -39,8 +39,15 @@ class Learner:
         stats = self.trainer.update(batch)
         return {**stats, "seconds": time.perf_counter() - t0}
 
-    def export(self) -> list[Bucket]:
-        return self.trainer.export()
+    def export(self, dtype: str | None = None) -> list[Bucket]:
+        """The policy's weights as buckets (rollout.sync_dtype: None, "bfloat16" or "float16")."""
+        import torch
+
+        return self.trainer.export(getattr(torch, dtype) if dtype else None)
+
+    def export_nbytes(self, dtype: str | None = None) -> int:
+        """Bytes of one export."""
+        return sum(b.nbytes for b in self.export(dtype))
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.trainer.probe_logprobs(token_ids)

@@ -4,10 +4,10 @@ For the demo model and random-weight models of the same family (~30M and ~500M p
 real Learner actor and a real vLLM RolloutGenerator actor on a local Ray cluster; one sync is what
 a training step does: the learner packs its weights into buckets (learners/weight_pack.py), the
 object store carries them, the generator reloads them in place with one call. The bound is one
-`copy_` of a flat buffer of the same size in this process. Prints seconds (median of --repeats),
+`copy_` of a flat buffer of the same size in this process. Prints seconds (median and slowest of --repeats),
 GB/s, the ratio to the bound, the buckets per sync and the calls per generator per sync.
 
-Run: .venv/bin/python bench/sync.py [--sizes demo,30m,500m] [--repeats 5]   (~500m needs ~12 GB RAM)
+Run: .venv/bin/python bench/sync.py [--sizes demo,30m,500m] [--repeats 5] [--reload inplace,vllm]   (~500m needs ~12 GB RAM)
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def copy_bound(nbytes: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(size: str, tmp: Path, repeats: int) -> dict:
+def measure(size: str, tmp: Path, repeats: int, reloads: list[str]) -> list[dict]:
     import ray
 
     from actors.generator import RolloutGenerator
@@ -68,42 +68,47 @@ def measure(size: str, tmp: Path, repeats: int) -> dict:
     buckets = ray.get(learner.export.remote())
     nbytes = sum(b.nbytes for b in buckets)
     probe = [1] + list(range(5, 25)) + [2]
-    sync = ObjectStoreSync(learner, [gen], probe, 1e-3)
-    sync.push(1)  # warm-up (first mapping of the object store pages)
-    loads_before = ray.get(gen.__ray_call__.remote(lambda self: self.loads))
-    times = []
-    for v in range(2, 2 + repeats):
-        t0 = time.perf_counter()
-        sync.push(v)
-        times.append(time.perf_counter() - t0)
-    calls = (ray.get(gen.__ray_call__.remote(lambda self: self.loads)) - loads_before) / repeats
-    parity = sync.check_parity()
+    bound = copy_bound(nbytes, repeats)
+    rows = []
+    for reload in reloads:
+        sync = ObjectStoreSync(learner, [gen], probe, 1e-3, None, reload)
+        sync.push(1)  # warm-up (first mapping of the object store pages; the switch to plain weights)
+        loads_before = ray.get(gen.__ray_call__.remote(lambda self: self.loads))
+        times = []
+        for v in range(2, 2 + repeats):
+            t0 = time.perf_counter()
+            sync.push(v)
+            times.append(time.perf_counter() - t0)
+        calls = (ray.get(gen.__ray_call__.remote(lambda self: self.loads)) - loads_before) / repeats
+        how = ray.get(gen.__ray_call__.remote(lambda self: self.reloaded_by))
+        seconds = statistics.median(times)
+        rows.append({"size": size, "reload": how, "params_M": nbytes / 4e6, "GB": nbytes / 1e9, "sync_s": seconds,
+                     "slowest_s": max(times), "copy_s": bound, "ratio": seconds / bound, "buckets": len(buckets), "calls": calls,
+                     "parity": sync.check_parity()})
     ray.kill(learner)
     ray.kill(gen)
-    seconds, bound = statistics.median(times), copy_bound(nbytes, repeats)
-    return {"size": size, "params_M": nbytes / 4e6, "GB": nbytes / 1e9, "sync_s": seconds, "copy_s": bound,
-            "ratio": seconds / bound, "buckets": len(buckets), "calls": calls, "parity": parity}
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="demo,30m,500m")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--reload", default="inplace,vllm",
+                    help="generator reload modes to measure (rollout.sync_reload), each against the same bound")
     args = ap.parse_args()
     import ray
 
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}, log_to_driver=False,
              include_dashboard=False, logging_level="ERROR")
-    rows = []
     with tempfile.TemporaryDirectory(prefix="threefold-sync-") as tmp:
         for size in args.sizes.split(","):
-            rows.append(measure(size, Path(tmp), args.repeats))
-            r = rows[-1]
-            print(f"{r['size']:>5}: {r['params_M']:7.1f}M params ({r['GB']:.3f} GB fp32)  sync {r['sync_s']:.3f} s "
-                  f"({r['GB'] / r['sync_s']:.2f} GB/s)  copy bound {r['copy_s']:.4f} s  ratio {r['ratio']:.1f}x  "
-                  f"buckets {r['buckets']}  calls/generator/sync {r['calls']:.0f}  parity {r['parity']:.1e}",
-                  flush=True)
+            for r in measure(size, Path(tmp), args.repeats, args.reload.split(",")):
+                print(f"{r['size']:>5} {r['reload']:>7}: {r['params_M']:7.1f}M params ({r['GB']:.3f} GB fp32)  "
+                      f"sync {r['sync_s']:.3f} s (slowest {r['slowest_s']:.3f}; {r['GB'] / r['sync_s']:.2f} GB/s)  copy bound {r['copy_s']:.4f} s  "
+                      f"ratio {r['ratio']:.1f}x  buckets {r['buckets']}  calls/generator/sync {r['calls']:.0f}  "
+                      f"parity {r['parity']:.1e}", flush=True)
     ray.shutdown()
 
 

@@ -55,6 +55,10 @@ class RolloutConfig(Section):
     """Longest response in tokens."""
     max_model_len: int = Field(64, ge=8)
     """vLLM context length: prompt plus response."""
+    sync_dtype: Literal["bfloat16", "float16"] | None = None
+    """Precision of the weights a sync moves. null: the learner's own (float32). bfloat16 or float16 halve the bytes (for GPU engines that run in that precision); the generators then hold rounded weights, so their log-probs differ from the learner's: raise logging.parity_tol to match."""
+    sync_reload: Literal["inplace", "vllm"] = "inplace"
+    """How a generator loads synced weights. inplace: one copy per tensor into parameters that stay put (on CPU the engine's linear layers then run torch's linear on plain weights instead of oneDNN's packed copies); vllm: the engine's generic reload, which rebuilds every layer (on CPU about 5x slower for a 500M model). inplace falls back to vllm, with a warning in the generator's log, for a layout it does not know."""
     max_staleness: int = Field(0, ge=0, le=8)
     """Asynchronous pipeline: the generators may produce the batches of the next k steps while the learner trains, so a batch can come from a policy up to k updates old (the update corrects for it with the behaviour log-probs; an older batch is dropped and regenerated, counted as `stale_dropped`). 0: generate each batch after the previous update, a synchronous loop."""
 

@@ -102,7 +102,7 @@ class Controller:
         self.learner_opts = learner_opts
         self.start_learners()
         self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
-                                    cfg.logging.parity_tol)
+                                    cfg.logging.parity_tol, cfg.rollout.sync_dtype, cfg.rollout.sync_reload)
         self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
         self.gen_opts = gen_opts
         self.recovery: dict[str, int] = {}  # restarts per role, samples redone, steps replayed (this run)
@@ -229,7 +229,7 @@ class Controller:
         record.update(
             reward_mean=sum(batch.rewards) / len(batch),
             response_len=tokens / len(batch), tokens_per_s=tokens / max(sampling["time_generate"], 1e-9),
-            time_learn=stats.pop("seconds"), time_sync=self.sync.seconds, time_wait_learn=waited,
+            time_learn=stats.pop("seconds"), time_sync=self.sync.seconds, sync_bytes=self.sync.nbytes, time_wait_learn=waited,
             **stats,
         )
         return record

@@ -12,7 +12,7 @@ PHASE_BOUNDARIES = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 # step-record keys mirrored as run gauges (the names the README's metrics table uses)
 RUN_KEYS = ("reward_mean", "accuracy", "kl", "entropy", "response_len", "tokens_per_s", "samples_per_s",
             "eval_accuracy", "policy_version", "staleness", "time_generate", "time_reward", "time_learn",
-            "time_sync")
+            "time_sync", "sync_bytes")
 # per reward source (tags run, pool, source); judge sources add the judge keys, also per judge
 SOURCE_KEYS = ("mean", "samples", "failures", "dropped", "seconds", "per_second", "neutralised", "pass_rate",
                "norm_mean", "norm_std", "queue_peak")

@@ -14,8 +14,12 @@ class ParityError(RuntimeError):
 
 
 class WeightSync(ABC):
-    def __init__(self, learner, generators: list, probe_ids: list[int], tol: float):
+    def __init__(self, learner, generators: list, probe_ids: list[int], tol: float,
+                 dtype: str | None = None, reload: str = "inplace"):
         self.learner = learner
+        self.dtype = dtype  # rollout.sync_dtype: None moves the learner's own precision
+        self.reload = reload  # rollout.sync_reload
+        self.nbytes = ray.get(learner.export_nbytes.remote(dtype))  # what each generator receives per sync
         self.generators = generators
         self.probe_ids = probe_ids
         self.tol = tol
@@ -83,8 +87,8 @@ class WeightSync(ABC):
 
     def load_one(self, rank: int, version: int) -> None:
         """Generator `rank` (a replacement) gets the learner's current weights now."""
-        blob = self.learner.export.remote()
-        ray.get(self.generators[rank].load_weights.remote(blob, version))
+        blob = self.learner.export.remote(self.dtype)
+        ray.get(self.generators[rank].load_weights.remote(blob, version, self.reload))
 
 
 class ObjectStoreSync(WeightSync):
@@ -93,8 +97,8 @@ class ObjectStoreSync(WeightSync):
 
     def start(self, version: int) -> None:
         self.seconds = 0.0
-        blob = self.learner.export.remote()  # runs after the learner's queued update
-        self.pending.append((version, [g.load_weights.remote(blob, version) for g in self.generators]))
+        blob = self.learner.export.remote(self.dtype)  # runs after the learner's queued update
+        self.pending.append((version, [g.load_weights.remote(blob, version, self.reload) for g in self.generators]))
 
 
 STRATEGIES = {"object_store": ObjectStoreSync}

@@ -94,6 +94,7 @@ class PolicyTrainer:
         self.generator = torch.Generator().manual_seed(s.seed)
         self.shard = shard or distributed.Shard()
         self._export_buffers: list[torch.Tensor] = []
+        self.flat = weight_pack.FlatWeights(self.model)  # the policy's weights live in export buckets
 
     def _optimizer(self, model, lr: float):
         s = self.settings
@@ -238,7 +239,10 @@ class PolicyTrainer:
         return sequence_logprobs(self.model, token_ids)
 
     def export(self, dtype: torch.dtype | None = None) -> list[weight_pack.Bucket]:
-        """The policy's weights in a few flat buckets (learners/weight_pack.py), HF checkpoint names."""
+        """The policy's weights in a few flat buckets (learners/weight_pack.py), HF checkpoint names: the
+        live buffers themselves, or with `dtype` a cast copy."""
+        if dtype is None:
+            return self.flat.buckets()
         # the buffers are reused: an export is read (Ray copies it into its object store) before the next
         return weight_pack.pack(self.model.state_dict().items(), dtype=dtype, reuse=self._export_buffers)
 

@@ -73,6 +73,55 @@ def pack(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_B
     return out
 
 
+class FlatWeights:
+    """A model's own tensors moved into bucket-sized flat buffers: every parameter becomes a view of
+    one, so `buckets()` hands out the live weights with no copy (a reader gets a snapshot: Ray copies
+    an actor's return value into its object store before the actor runs its next call). Tensors
+    shared under two names (tied embeddings) take one slot that both names point at."""
+
+    def __init__(self, model: torch.nn.Module, bucket_bytes: int = BUCKET_BYTES):
+        named = list(model.state_dict(keep_vars=True).items())
+        first: dict[int, int] = {}  # id of a tensor -> index of its first name
+        unique = []
+        for i, (_, t) in enumerate(named):
+            if id(t) not in first:
+                first[id(t)] = i
+                unique.append(i)
+        slot: dict[int, tuple[int, int]] = {}  # index in `named` -> (bucket, byte offset)
+        self.flats: list[torch.Tensor] = []
+        with torch.no_grad():
+            for b, group in enumerate(_layout([named[i] for i in unique], bucket_bytes)):
+                idx = [unique[g] for g in group]
+                offsets, end = [], 0
+                for i in idx:
+                    offsets.append(end)
+                    end += -(-named[i][1].numel() * named[i][1].element_size() // ALIGN) * ALIGN
+                flat = torch.empty(end, dtype=torch.uint8)
+                for i, off in zip(idx, offsets):
+                    t = named[i][1]
+                    view = flat[off:off + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+                    view.copy_(t.detach())
+                    t.data = view
+                    slot[i] = (b, off)
+                self.flats.append(flat)
+        self.entries: list[list[int]] = [[] for _ in self.flats]  # per bucket: indices into `named`
+        for i, (_, t) in enumerate(named):
+            self.entries[slot[first[id(t)]][0]].append(i)
+        self.names = [k for k, _ in named]
+        self.shapes = [tuple(t.shape) for _, t in named]
+        self.dtypes = [str(t.dtype).removeprefix("torch.") for _, t in named]
+        self.offsets = [slot[first[id(t)]][1] for _, t in named]
+        self._tensors = [t for _, t in named]
+
+    def buckets(self) -> list[Bucket]:
+        if any(t.data_ptr() != self.flats[b].data_ptr() + self.offsets[i]
+               for b, idx in enumerate(self.entries) for i in idx for t in [self._tensors[i]]):
+            raise RuntimeError("a weight was replaced rather than updated in place; its bucket is stale")
+        return [Bucket(flat.numpy(), [self.names[i] for i in idx], [self.shapes[i] for i in idx],
+                       [self.dtypes[i] for i in idx], [self.offsets[i] for i in idx])
+                for flat, idx in zip(self.flats, self.entries)]
+
+
 def unpack(buckets: list[Bucket]) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every entry, as views of the buckets' arrays (no copy; do not write to them:
     an array read from Ray's object store is read-only)."""
@@ -84,3 +133,25 @@ def unpack(buckets: list[Bucket]) -> Iterator[tuple[str, torch.Tensor]]:
             dtype = getattr(torch, dt)
             n = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
             yield name, raw[off:off + n].view(dtype).view(shape)
+
+
+def fused_targets(shapes: dict[str, tuple[int, ...]], packed: dict[str, list[str]]) -> dict[str, tuple[str, int, int]]:
+    """Where each checkpoint tensor goes in an engine that fuses projections (vLLM's `qkv_proj` holds
+    q, k and v stacked on dim 0, in `packed`'s order): name -> (engine name, first row, rows). A name
+    with no fused part maps to itself, whole."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for name, shape in shapes.items():
+        out[name] = (name, 0, shape[0] if shape else 0)
+        for fused, parts in packed.items():
+            for part in parts:
+                token = f".{part}."
+                if token not in name:
+                    continue
+                row = 0
+                for earlier in parts[:parts.index(part)]:
+                    sibling = name.replace(token, f".{earlier}.")
+                    if sibling not in shapes:
+                        raise KeyError(f"{name}: its fused sibling {sibling} is missing from the weights")
+                    row += shapes[sibling][0]
+                out[name] = (name.replace(token, f".{fused}."), row, shape[0])
+    return out

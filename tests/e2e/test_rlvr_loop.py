@@ -88,6 +88,7 @@ def test_metrics_are_recorded(run):
         assert math.isfinite(r["kl"]) and r["entropy"] > 0
         assert all(r[f"time_{p}"] > 0 for p in ("generate", "reward", "learn", "step"))
         assert r["time_sync"] > 0 or k  # asynchronous: the driver does not wait for the loads
+        assert r["sync_bytes"] == controller.sync.nbytes > 4 * 1_000_000  # the demo model: ~1.07M fp32 weights
     assert summary["eval_accuracy_end"] == records[-1]["eval_accuracy"]
     report = write_report(run_dir, "e2e", 1.0)
     assert (run_dir / "report.png").stat().st_size > 10_000 and "held-out greedy score (math)" in report.read_text()
@@ -139,6 +140,33 @@ def test_a_sync_is_one_call_per_generator_whatever_the_tensor_count(run):
     controller.sync.push(STEPS)
     assert [b + 1 for b in before] == loads()
     assert controller.sync.check_parity() <= 1e-3
+    # the default reload copies into the engine's parameters; the sync_bytes metric is one export
+    how = ray.get([g.__ray_call__.remote(lambda self: self.reloaded_by) for g in controller.generators])
+    assert how == ["inplace", "inplace"]
+    assert controller.sync.nbytes == sum(b.nbytes for b in buckets)
+
+
+def test_inplace_and_vllm_reloads_load_the_same_weights_and_bf16_moves_half(run):
+    controller, *_ = run
+    from cluster.weight_sync import ObjectStoreSync
+    from learners.weight_pack import pack, unpack
+
+    state = {k: v.clone() for k, v in unpack(ray.get(controller.learner.export.remote()))}
+    changed = pack({k: v * 1.1 if "mlp" in k else v for k, v in state.items()}.items())
+    g0, g1 = controller.generators
+    ray.get([g0.load_weights.remote(changed, STEPS, "inplace"), g1.load_weights.remote(changed, STEPS, "vllm")])
+    assert ray.get([g.__ray_call__.remote(lambda self: self.reloaded_by) for g in (g0, g1)]) == ["inplace", "vllm"]
+    probe = controller.sync.probe_ids
+    a, b = ray.get([g0.probe_logprobs.remote(probe), g1.probe_logprobs.remote(probe)])
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+    with pytest.raises(ParityError):  # they hold the changed weights, not the learner's
+        controller.sync.check_parity()
+    half = ObjectStoreSync(controller.learner, controller.generators, probe, 5e-2, "bfloat16")
+    assert half.nbytes < 0.55 * controller.sync.nbytes
+    half.push(STEPS)
+    assert 0 < half.check_parity() <= 5e-2  # rounded to bf16: close to the learner, not equal
+    controller.sync.push(STEPS)  # restore
+    assert controller.sync.check_parity() <= 1e-5
 
 
 def test_actors_say_their_role(run):

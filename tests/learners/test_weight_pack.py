@@ -1,7 +1,9 @@
 import numpy as np
 import torch
 
-from learners.weight_pack import pack, unpack
+import pytest
+
+from learners.weight_pack import FlatWeights, fused_targets, pack, unpack
 
 
 def test_roundtrip_is_bit_exact_across_dtypes_and_buckets():
@@ -47,3 +49,60 @@ def test_reused_buffers_are_written_in_place():
     assert float(dict(unpack(second))["w"].sum()) == 8.0
     pack([("w", torch.ones(16))], reuse=reuse)  # another size: a new buffer
     assert reuse[0].numel() == 64
+
+
+class Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.mid = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight  # tied: one tensor under two names
+
+
+def test_flat_weights_export_the_live_weights_without_a_copy():
+    torch.manual_seed(0)
+    model = Tied()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flat = FlatWeights(model, bucket_bytes=64)  # three buckets: embed (160 B), mid.weight (64 B), mid.bias
+    assert {k: v for k, v in model.state_dict().items()}.keys() == before.keys()
+    for k, v in model.state_dict().items():  # adopting keeps the values
+        assert torch.equal(v, before[k]), k
+    buckets = flat.buckets()
+    got = dict(unpack(buckets))
+    assert sorted(got) == sorted(before)
+    assert got["embed.weight"].data_ptr() == got["head.weight"].data_ptr() == model.embed.weight.data_ptr()
+    assert sum(b.nbytes for b in buckets) == 160 + 64 + 16  # the tied tensor is stored once
+    # an optimizer step changes the weights in place: the next export shows it, with no copy
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model.mid(model.embed(torch.tensor([1, 2]))).sum().backward()
+    opt.step()
+    again = dict(unpack(flat.buckets()))
+    for k, v in model.state_dict().items():
+        assert torch.equal(again[k], v), k
+    assert not torch.equal(again["mid.weight"], before["mid.weight"])
+
+
+def test_flat_weights_refuse_an_export_after_a_weight_was_replaced():
+    model = Tied()
+    flat = FlatWeights(model)
+    model.mid.weight.data = torch.zeros(4, 4)  # no longer a view of the bucket: an export would be stale
+    with pytest.raises(RuntimeError, match="replaced rather than updated in place"):
+        flat.buckets()
+
+
+def test_fused_targets_stack_q_k_v_and_gate_up_in_the_engines_order():
+    shapes = {"l.0.attn.q_proj.weight": (8, 4), "l.0.attn.k_proj.weight": (2, 4), "l.0.attn.v_proj.weight": (2, 4),
+              "l.0.mlp.up_proj.weight": (6, 4), "l.0.mlp.gate_proj.weight": (6, 4), "norm.weight": (4,)}
+    packed = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+    assert fused_targets(shapes, packed) == {
+        "l.0.attn.q_proj.weight": ("l.0.attn.qkv_proj.weight", 0, 8),
+        "l.0.attn.k_proj.weight": ("l.0.attn.qkv_proj.weight", 8, 2),
+        "l.0.attn.v_proj.weight": ("l.0.attn.qkv_proj.weight", 10, 2),
+        "l.0.mlp.up_proj.weight": ("l.0.mlp.gate_up_proj.weight", 6, 6),  # after gate, whatever the input order
+        "l.0.mlp.gate_proj.weight": ("l.0.mlp.gate_up_proj.weight", 0, 6),
+        "norm.weight": ("norm.weight", 0, 4),
+    }
+    del shapes["l.0.attn.q_proj.weight"]
+    with pytest.raises(KeyError, match="q_proj.weight is missing"):
+        fused_targets(shapes, packed)
