@@ -46,6 +46,15 @@ class _Failure:
     retry: bool  # worth another attempt
     endpoint_down: bool  # counts against the circuit breaker
     retry_after: float | None = None
+    kind: str = ""  # the cause, for the judge's error_kinds metric
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost cause: the openai client reports a dropped connection as "Request timed out."."""
+    seen = [exc]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen and len(seen) < 8:
+        seen.append(nxt)
+    return seen[-1]
 
 
 class CircuitBreaker:
@@ -112,15 +121,20 @@ def retry_after_s(headers) -> float | None:
 
 def _classify(exc: Exception) -> _Failure:
     if isinstance(exc, TimeoutError):
-        return _Failure("timeout", retry=True, endpoint_down=True)
+        return _Failure("timeout", retry=True, endpoint_down=True, kind="timeout")
     if isinstance(exc, openai.APIStatusError):
         code, body, wait = exc.status_code, str(exc), retry_after_s(exc.response.headers)
         if code == 429:  # throttled: the endpoint is up
-            return _Failure(f"HTTP 429: {body}", retry=True, endpoint_down=False, retry_after=wait)
-        return _Failure(f"HTTP {code}: {body}", retry=code >= 500, endpoint_down=code >= 500, retry_after=wait)
+            return _Failure(f"HTTP 429: {body}", retry=True, endpoint_down=False, retry_after=wait, kind="HTTP 429")
+        return _Failure(f"HTTP {code}: {body}", retry=code >= 500, endpoint_down=code >= 500, retry_after=wait,
+                        kind=f"HTTP {code}")
     if isinstance(exc, openai.APIConnectionError):
-        return _Failure(f"connection error: {exc}", retry=True, endpoint_down=True)
-    return _Failure(f"malformed reply: {type(exc).__name__}: {exc}", retry=False, endpoint_down=True)
+        root = _root(exc)
+        cause = f" ({type(root).__name__}: {root})" if root is not exc else ""
+        return _Failure(f"connection error: {exc}{cause}", retry=True, endpoint_down=True,
+                        kind=f"connection ({type(root).__name__})")
+    return _Failure(f"malformed reply: {type(exc).__name__}: {exc}", retry=False, endpoint_down=True,
+                    kind="malformed reply")
 
 
 def _read(data: dict) -> Reply:
@@ -224,8 +238,9 @@ class JudgeClient:
         cap = min(self.retry.backoff_max_s, self.retry.backoff_base_s * 2 ** (attempt - 1))
         return cap * self._rng.uniform(0.5, 1.0)
 
-    def _failed(self, message: str, attempts: int) -> Reply:
+    def _failed(self, message: str, attempts: int, kind: str) -> Reply:
         self.stats.errors += 1
+        self.stats.error_kinds[kind] = self.stats.error_kinds.get(kind, 0) + 1
         return Reply(None, attempts=attempts, error=self._redact(message))
 
     async def complete(self, messages: list[dict]) -> Reply:
@@ -233,27 +248,30 @@ class JudgeClient:
         self.stats.calls += 1
         key = self._api_key()
         if key is None:
-            return self._failed(f"environment variable {self.spec.api_key_env} (api_key_env) is not set", 0)
+            return self._failed(f"environment variable {self.spec.api_key_env} (api_key_env) is not set", 0,
+                                "no API key")
         client, sem = self._session(key)
         request = self._request(messages)
         async with sem:
-            start, attempts, last = time.perf_counter(), 0, ""
+            start, attempts, last = time.perf_counter(), 0, None
             while True:
                 if not self.breaker.allow():
                     self.stats.rejected += 1
-                    return self._failed("circuit breaker open" + (f" (last error: {last})" if last else ""), attempts)
+                    return self._failed("circuit breaker open" + (f" (last error: {last.message})" if last else ""),
+                                        attempts, "circuit breaker open")
                 attempts += 1
                 reply, failure = await self._attempt(client, request)
                 if self.breaker.record(failure is None or not failure.endpoint_down):
                     self.stats.breaker_opens += 1
                 if failure is None:
                     return self._succeeded(reply, attempts, start)
-                last = failure.message
+                last = failure
                 if not failure.retry or attempts > self.retry.max_retries:
-                    return self._failed(last, attempts)
+                    return self._failed(failure.message, attempts, failure.kind)
                 delay = self._backoff(attempts, failure)
                 if delay is None:
-                    return self._failed(f"{last} (Retry-After above retry.max_retry_after_s)", attempts)
+                    return self._failed(f"{failure.message} (Retry-After above retry.max_retry_after_s)", attempts,
+                                        failure.kind)
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
 

@@ -7,6 +7,8 @@ Rates and what they count:
 - first_position_rate: decisive single-order verdicts (A or B, not tie) that picked the answer
   shown first (an unbiased judge is near 0.5; one that always picks the first is 1.0);
 - agreement: the judge's final vote equals the ensemble's result, over pairs where both voted;
+- error_kinds: failed calls by cause (`timeout`, `HTTP 503`, `connection (ServerDisconnectedError)`,
+  `circuit breaker open`, `malformed reply`...), to tell a slow endpoint from a dropped connection;
 - latency: of calls that got a reply, from the moment a concurrency slot was free (queueing for a
   slot excluded, retries and their backoff included);
 - principles (per_principle judges only), per principle, over the judge's votes on it (one per pair
@@ -39,13 +41,16 @@ class JudgeStats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     # per principle: [A, B, tie, abstain, sum of normalised scores, scored]
     principles: dict = field(default_factory=dict)
+    error_kinds: dict = field(default_factory=dict)  # cause -> failed calls
 
     def merge(self, other: JudgeStats) -> JudgeStats:
         """A new JudgeStats with both sets of counts (e.g. from several pool actors)."""
         out = JudgeStats()
         for name in self.__dataclass_fields__:
-            if name not in ("latencies", "principles"):
+            if name not in ("latencies", "principles", "error_kinds"):
                 setattr(out, name, getattr(self, name) + getattr(other, name))
+        out.error_kinds = {k: self.error_kinds.get(k, 0) + other.error_kinds.get(k, 0)
+                           for k in {**self.error_kinds, **other.error_kinds}}
         out.latencies.extend(self.latencies)
         out.latencies.extend(other.latencies)
         out.principles = _merge_counts(self.principles, other.principles)
@@ -55,10 +60,11 @@ class JudgeStats:
         """A copy of the counts so far, leaving this one at zero (per-step metrics)."""
         out = self.merge(JudgeStats())
         for name in self.__dataclass_fields__:
-            if name not in ("latencies", "principles"):
+            if name not in ("latencies", "principles", "error_kinds"):
                 setattr(self, name, 0)
         self.latencies.clear()
         self.principles = {}
+        self.error_kinds = {}
         return out
 
     def count_principles(self, per: dict | None) -> None:
@@ -88,6 +94,7 @@ class JudgeStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": cost_fn(self.prompt_tokens, self.completion_tokens),
+            **({"error_kinds": dict(sorted(self.error_kinds.items()))} if self.error_kinds else {}),
             **({"principles": principle_rates(self.principles)} if self.principles else {}),
         }
 

@@ -145,6 +145,21 @@ def test_circuit_breaker_opens_then_probes_and_closes(srv):
     assert [s for _, s in breaker.transitions] == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
     m = ens.metrics()["outage"]
     assert m["breaker_opens"] == 2 and m["rejected_by_breaker"] == 1 + 6 + 1
+    assert m["error_kinds"] == {"HTTP 502": 4, "circuit breaker open": 8}
+
+
+def test_a_dropped_connection_is_reported_with_its_cause(srv):
+    # the openai client words a dropped connection as "Request timed out."; the metric and the reason
+    # name what happened underneath, so a slow judge and a disconnecting one can be told apart
+    SCRIPTS["dropper"] = lambda seen: Reply(drop=True)
+    ens = ensemble(srv.base_url, "dropper", retry={"max_retries": 0}, circuit_breaker={"failure_threshold": 100})
+    vote = _calls(ens, 1)[0]
+    kinds = ens.metrics()["dropper"]["error_kinds"]
+    assert list(kinds.values()) == [2] and len(kinds) == 1
+    (kind,) = kinds
+    assert kind.startswith("connection (") and kind not in ("connection (APIConnectionError)",
+                                                              "connection (APITimeoutError)"), kind
+    assert vote.winner == "abstain" and kind[len("connection ("):-1] in vote.reason
 
 
 def test_per_judge_concurrency_limit(srv):
