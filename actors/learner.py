@@ -25,10 +25,13 @@ class Learner:
         """Where rank 0 of a learner group listens (this node, a free port)."""
         return distributed.free_address()
 
-    def join(self, rank: int, world: int, address: str, backend: str) -> int:
-        """Join the data-parallel group (returns once every rank has joined, learners/distributed.py)."""
+    def join(self, rank: int, world: int, address: str, backend: str, sharding: str = "replicate") -> int:
+        """Join the data-parallel group (returns once every rank has joined, learners/distributed.py);
+        with sharding "fsdp2" the policy's layers are then split over it (learners/sharding.py)."""
         self.label = f"learner[rank {rank}/{world}]"
         self.trainer.shard = distributed.join(rank, world, address, backend)
+        if sharding == "fsdp2":
+            self.trainer.shard_policy()
         return rank
 
     def __repr__(self) -> str:

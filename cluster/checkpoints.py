@@ -112,7 +112,12 @@ def save_in_learner(actor, uri: str, path: str) -> int:
     store, so the weights and optimizer never travel through the driver. Returns the bytes written."""
     from learners.state import to_bytes
 
-    data = to_bytes(actor.trainer)
+    t = actor.trainer
+    if t.shard.rank != 0:  # rank 0 writes; the others only take part in gathering sharded state
+        if t.sharded:
+            to_bytes(t)
+        return 0
+    data = to_bytes(t)
     fs, _ = _resolve(uri)
     write_bytes(fs, path, data)
     return len(data)

@@ -233,6 +233,8 @@ class ResourcesConfig(Section):
     """torch threads in each generator and learner unless learner_threads / generator_threads say otherwise."""
     learners: int = Field(1, ge=1, le=1024)
     """Learner actors training data-parallel in one torch.distributed group (gloo on CPU, NCCL when learner_gpus > 0): each runs the model on its own prompt groups, gradients are summed before every optimizer step, so N learners produce the weights one would (to float rounding); the first exports the weights to the generators."""
+    learner_sharding: Literal["replicate", "fsdp2"] = "replicate"
+    """How a learner group holds the policy. replicate: every rank holds the whole model, its gradients and AdamW moments. fsdp2: the decoder layers are sharded with torch's FSDP2 (`fully_shard`), so each rank holds 1/N of their weights, gradients and moments (embeddings, final norm and head stay whole), and after each update every rank gathers a whole, frozen copy of the weights for export, parity probes and checkpoints. Same results as one learner (to float rounding). Needs resources.learners ≥ 2."""
     learner_threads: int | None = Field(None, ge=1)
     """torch threads of the learner (null: threads_per_actor). With max_staleness 0 the learner runs while the generators wait, so it may take every core of its node; with max_staleness ≥ 1 they run at the same time: leave cores for the generators."""
     generator_threads: int | None = Field(None, ge=1)
@@ -255,6 +257,13 @@ class ResourcesConfig(Section):
                     raise ValueError(f"{role}.{name}: amount must be at least 0.0001 (Ray's precision), got {amount:g}; "
                                      "a fraction such as 0.01 pins an actor without using up the node")
         return v
+
+    @model_validator(mode="after")
+    def _sharding_needs_a_group(self) -> "ResourcesConfig":
+        if self.learner_sharding == "fsdp2" and self.learners < 2:
+            raise ValueError("learner_sharding: fsdp2 shards the policy over a learner group; set resources.learners "
+                             "to 2 or more (or learner_sharding: replicate)")
+        return self
 
     @model_validator(mode="after")
     def _custom_needs_a_group(self) -> "ResourcesConfig":

@@ -123,7 +123,8 @@ class Controller:
         self.learner = self.learners[0]  # exports the weights, answers the parity probe, saves the checkpoint
         if len(self.learners) > 1:
             where, backend = ray.get(self.learner.address.remote()), "nccl" if res.learner_gpus else "gloo"
-            ray.get([ln.join.remote(rank, len(self.learners), where, backend) for rank, ln in enumerate(self.learners)])
+            ray.get([ln.join.remote(rank, len(self.learners), where, backend, res.learner_sharding)
+                     for rank, ln in enumerate(self.learners)])
         if hasattr(self, "sync"):
             self.sync.learner = self.learner
 

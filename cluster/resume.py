@@ -39,7 +39,8 @@ def save(ctrl, step: int) -> str:
     ctrl.sync.finish()
     pending = ctrl.pipeline.pending()  # waits for queued generation: nothing in flight is lost
     staged = store.staging(step)
-    learner_bytes = ray.get(ctrl.learner.__ray_call__.remote(ck.save_in_learner, store.uri, f"{staged}/{ck.LEARNER}"))
+    learner_bytes = ray.get([ln.__ray_call__.remote(ck.save_in_learner, store.uri, f"{staged}/{ck.LEARNER}")
+                             for ln in ctrl.learners])[0]  # every rank: a sharded group gathers its state
     driver = ck.driver_bytes({"step": step, "version": ctrl.version, "sampler": ctrl.sampler.state(),
                               "pending": pending, "eval_start": ctrl.first_eval,
                               "eval_last": ctrl.last_eval})

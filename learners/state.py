@@ -7,6 +7,8 @@ import random
 
 import torch
 
+from learners import sharding
+
 FORMAT = 1
 
 
@@ -16,7 +18,7 @@ def training_state(trainer) -> dict:
         "format": FORMAT,
         "version": t.version,
         "model": t.model.state_dict(),
-        "optimizer": t.optimizer.state_dict(),
+        "optimizer": sharding.full_optimizer_state(t.optimizer) if t.sharded else t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict(),
         "kl_beta": t.kl.beta,
         "minibatch_rng": t.generator.get_state(),  # the learner's minibatch order
@@ -44,7 +46,11 @@ def restore(trainer, data: bytes) -> int:
     if (t.critic is None) != ("critic" not in state):
         raise ValueError("the training state and the run disagree about a critic (algorithm changed?)")
     t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
+    if t.sharded:  # the same whole state on every rank: each keeps its shards
+        sharding.load_whole(t.train_model, t.model)
+        sharding.load_full_optimizer_state(t.optimizer, state["optimizer"])
+    else:
+        t.optimizer.load_state_dict(state["optimizer"])
     t.scheduler.load_state_dict(state["scheduler"])
     if t.critic is not None:
         t.critic.load_state_dict(state["critic"])

@@ -17,7 +17,7 @@ from learners.losses import Clip, Norm, aggregate, explained_variance, kl_estima
 from learners.policy import response_logprobs, sequence_logprobs
 from learners.rollout import PackedBatch, RolloutBatch, pack
 from learners.schedule import lr_lambda
-from learners import distributed, weight_pack
+from learners import distributed, sharding, weight_pack
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,24 @@ class PolicyTrainer:
         self.shard = shard or distributed.Shard()
         self._export_buffers: list[torch.Tensor] = []
         self.flat = weight_pack.FlatWeights(self.model)  # the policy's weights live in export buckets
+        self.train_model = self.model  # what the optimizer updates: the policy itself, or its FSDP2 shards
+        self.sharded = False
+        self.idle_passes = 0  # FSDP2 passes made only to keep pace with a busier rank
+
+    def shard_policy(self) -> None:
+        """FSDP2 over the learner group (learners/sharding.py): the optimizer trains a copy whose
+        decoder layers are sharded; `model` stays whole and is refreshed after every update."""
+        if self.shard.world < 2:
+            raise ValueError("resources.learner_sharding: fsdp2 needs a learner group (resources.learners >= 2)")
+        self.train_model = sharding.shard_layers(self.model)
+        self.model.requires_grad_(False)
+        self.sharded = True
+        self.optimizer, self.scheduler = self._optimizer(self.train_model, self.settings.lr)
 
     def _optimizer(self, model, lr: float):
         s = self.settings
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay, betas=s.betas)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay, betas=s.betas,
+                                foreach=False if sharding.has_shards(model) else None)  # DTensor and Tensor mixed
         return opt, torch.optim.lr_scheduler.LambdaLR(
             opt, lr_lambda(s.schedule, s.warmup_steps, s.total_steps, s.min_lr_ratio))
 
@@ -130,6 +144,8 @@ class PolicyTrainer:
             self.critic_scheduler.step()
         stats.update(self._batch_stats(prep, lag, train_policy))
         self.kl.update(stats["kl"], n)
+        if self.sharded:
+            sharding.refresh_whole(self.model, self.train_model)
         self.version += 1
         return stats
 
@@ -170,7 +186,11 @@ class PolicyTrainer:
         if self.critic_optimizer is not None:
             self.critic_optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        for sub in idx.split(s.micro_batch_size):
+        subs = list(idx.split(s.micro_batch_size))
+        for sub in sharding.padded(subs) if self.sharded and train_policy else subs:
+            if sub is None:  # FSDP: every rank makes as many passes as the busiest one
+                self._idle_pass(prep)
+                continue
             parts, stats = self._losses(prep, sub, norm, train_policy)
             sum(parts.values()).backward()
             share = float(p.response_mask[sub].sum()) / norm.tokens
@@ -178,10 +198,14 @@ class PolicyTrainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
         if self.shard.world > 1:
             sums = distributed.combine(distributed.gather(sums))
-            for model in [self.model] * train_policy + [self.critic] * (self.critic is not None):
-                distributed.sum_gradients(list(model.parameters()))
+            for model in [self.train_model] * train_policy + [self.critic] * (self.critic is not None):
+                distributed.sum_gradients([p for p in model.parameters() if not sharding.is_sharded(p)])
         if train_policy:
-            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm))
+            params = list(self.train_model.parameters())
+            if self.sharded:
+                sharding.sum_not_mean(params)
+            sums["grad_norm"] = (sharding.clip_grad_norm(params, s.max_grad_norm) if self.sharded else
+                                 float(torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)))
             self.optimizer.step()
         if self.critic_optimizer is not None:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), s.max_grad_norm)
@@ -196,7 +220,7 @@ class PolicyTrainer:
         out: dict[str, torch.Tensor] = {}
         stats: dict[str, torch.Tensor] = {}
         if train_policy:
-            logp, entropy = response_logprobs(self.model, part, with_entropy=True)
+            logp, entropy = response_logprobs(self.train_model, part, with_entropy=True)
             weights = prep.weights[sub] if prep.weights is not None else None
             out["policy_loss"], stats = policy_loss(logp, prep.old_logp[sub], prep.advantages[sub], mask, s.clip,
                                                     s.loss_agg, norm, weights)
@@ -211,6 +235,15 @@ class PolicyTrainer:
                                                    s.critic.value_clip, s.loss_agg, norm)
             stats.update(vstats)
         return out, stats
+
+    def _idle_pass(self, prep: Prepared) -> None:
+        """A forward and backward through the sharded policy that adds nothing to the gradients."""
+        if len(prep.packed.owner) == 0:
+            raise ValueError("resources.learner_sharding: fsdp2 needs every learner to own samples: "
+                             "set rollout.prompts_per_step to at least resources.learners")
+        logp, _ = response_logprobs(self.train_model, prep.packed.rows(torch.tensor([0])))
+        (logp.sum() * 0.0).backward()
+        self.idle_passes += 1
 
     @torch.no_grad()
     def _batch_stats(self, prep: Prepared, lag: int, train_policy: bool) -> dict[str, float]:

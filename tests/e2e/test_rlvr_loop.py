@@ -23,6 +23,8 @@ VARIANTS = {
     # the asynchronous pipeline (one step ahead) feeding two data-parallel learners (gloo)
     "grpo-async-2learners": {"algorithm": {"name": "grpo"}, "rollout": {"max_staleness": 1},
                              "resources": {"learners": 2}},
+    # two learners that shard the policy's layers with FSDP2 (gloo)
+    "grpo-2learners-fsdp2": {"algorithm": {"name": "grpo"}, "resources": {"learners": 2, "learner_sharding": "fsdp2"}},
 }
 
 
@@ -58,6 +60,8 @@ def test_learner_weights_changed(run):
     assert ray.get([ln.get_version.remote() for ln in controller.learners]) == [STEPS] * len(controller.learners)
     # data-parallel learners apply the same summed gradients: their weights stay identical
     assert len({ray.get(ln.weights_digest.remote()) for ln in controller.learners}) == 1
+    sharded = ray.get([ln.__ray_call__.remote(lambda self: self.trainer.sharded) for ln in controller.learners])
+    assert sharded == [controller.cfg.resources.learner_sharding == "fsdp2"] * len(controller.learners)
 
 
 def test_every_generator_reports_new_version(run):

@@ -44,8 +44,9 @@ def test_shards_are_whole_groups_and_cover_the_batch():
     assert Shard().own(groups).tolist() == list(range(10))
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
-def test_two_gloo_learners_match_one_learner(tiny_model_dir, tmp_path, algorithm):
+@pytest.mark.parametrize("algorithm,sharding", [("grpo", "replicate"), ("ppo", "replicate"), ("grpo", "fsdp2"),
+                                                ("ppo", "fsdp2")])
+def test_two_gloo_learners_match_one_learner(tiny_model_dir, tmp_path, algorithm, sharding):
     # 3 updates of 2 epochs × 2 shuffled minibatches; ppo also trains a critic (1 warm-up step)
     settings = UpdateSettings(algorithm=algorithm, lr=1e-3, kl_coef=0.1, entropy_coef=0.01, epochs=2, minibatches=2,
                               micro_batch_size=3, kl_in_reward=algorithm == "ppo",
@@ -58,7 +59,7 @@ def test_two_gloo_learners_match_one_learner(tiny_model_dir, tmp_path, algorithm
     job.write_bytes(pickle.dumps((str(tiny_model_dir), settings, work)))
     address = free_address()
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/learners/dp_worker.py"), str(job), str(rank), "2",
-                               address, str(tmp_path / f"rank{rank}.pt")], cwd=ROOT,
+                               address, str(tmp_path / f"rank{rank}.pt"), sharding], cwd=ROOT,
                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
              for rank in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
@@ -66,6 +67,10 @@ def test_two_gloo_learners_match_one_learner(tiny_model_dir, tmp_path, algorithm
 
     moved = max(float((v - start[k]).abs().max()) for k, v in one.model.state_dict().items())
     assert moved > 1e-3  # the weights really changed, so equality below means something
+    if sharding == "fsdp2":  # the decoder layers really are split, and the lockstep passes ran
+        local, whole = zip(*(got["sharded"] for got in ranks))
+        assert whole[0] > 0 and sum(local) == whole[0] and max(local) < whole[0]
+        assert sum(got["idle_passes"] for got in ranks) > 0
     for got in ranks:
         for k, v in one.model.state_dict().items():
             torch.testing.assert_close(got["state"][k], v, atol=1e-5, rtol=0)
