@@ -1,7 +1,7 @@
 """FSDP2 for a learner group (`resources.learner_sharding: fsdp2`): the policy's decoder layers are
 sharded with `fully_shard` over the group's ranks, so their weights, gradients and AdamW moments
 are split; embeddings, final norm and head stay whole on every rank (their gradients are summed
-like a replicated group's). Gradients are summed over ranks, not averaged (`sum_not_mean`), as in the
+like a replicated group's), as does the frozen reference. Gradients are summed over ranks, not averaged (`sum_not_mean`), as in the
 replicated group, so both train the weights one learner would.
 
 A whole, frozen copy of the policy (the trainer's `model`) is refreshed from the shards after
