@@ -220,7 +220,8 @@ class JudgeSource(Source):
         neutralised, self.neutralised = self.neutralised, 0
         return {"neutralised": neutralised, "tokens": every.prompt_tokens + every.completion_tokens,
                 **{k: overall[k] for k in keep if k not in ("prompt_tokens", "completion_tokens")},
-                "judges": {name: {k: m[k] for k in keep} for name, m in per_judge.items()},
+                **_error_kinds(overall),
+                "judges": {name: {**{k: m[k] for k in keep}, **_error_kinds(m)} for name, m in per_judge.items()},
                 **({"principles": by_principle} if by_principle else {})}
 
     def close(self) -> None:
@@ -228,6 +229,11 @@ class JudgeSource(Source):
 
         self.pool.shutdown()
         stop_served(self.servers)
+
+
+def _error_kinds(summary: dict) -> dict:
+    """{"error_kinds": failed calls by cause} when calls failed this step, else nothing."""
+    return {"error_kinds": summary["error_kinds"]} if summary.get("error_kinds") else {}
 
 
 class RuleSource(Source):

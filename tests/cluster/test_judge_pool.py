@@ -212,3 +212,26 @@ def test_injection_count_covers_every_part_of_a_step(srv, tmp_path, marked):
         assert router.extras({"judge"})["judge"]["neutralised"] == 0  # reported once, then reset
     finally:
         src.pool.shutdown()
+
+
+def test_a_judge_sources_record_names_failed_calls_by_cause(srv, tmp_path):
+    import yaml
+
+    from cluster.config import SourceConfig
+    from cluster.reward_sources import JudgeSource
+
+    SCRIPTS["src-up"] = prefers("right")
+    SCRIPTS["src-down"] = lambda seen: Reply(status=503)
+    path = tmp_path / "judges.yaml"
+    path.write_text(yaml.safe_dump(config(srv.base_url, "src-up", "src-down", retry={"max_retries": 0},
+                                          circuit_breaker={"failure_threshold": 100}).model_dump(mode="json")))
+    src = JudgeSource(SourceConfig(name="j", type="judge", judges=path, judge_mode="reference"))
+    try:
+        src.pool.rewards("reference", ["q0", "q1"], ["right 0", "right 1"], ["wrong 0", "wrong 1"])
+        m = src.extra_metrics()
+    finally:
+        src.close()
+    # both orders of 2 pairs: 4 calls per judge; only the failing one reports causes
+    assert m["judges"]["src-down"]["error_kinds"] == {"HTTP 503": 4}
+    assert "error_kinds" not in m["judges"]["src-up"]
+    assert m["error_kinds"] == {"HTTP 503": 4} and m["error_rate"] == 0.5
