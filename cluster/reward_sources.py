@@ -232,7 +232,7 @@ class JudgeSource(Source):
 
 
 def _error_kinds(summary: dict) -> dict:
-    """{"error_kinds": failed calls by cause} when calls failed this step, else nothing."""
+    """{"error_kinds": failed attempts and refused calls by cause} when any failed this step, else nothing."""
     return {"error_kinds": summary["error_kinds"]} if summary.get("error_kinds") else {}
 
 

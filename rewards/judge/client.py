@@ -238,9 +238,11 @@ class JudgeClient:
         cap = min(self.retry.backoff_max_s, self.retry.backoff_base_s * 2 ** (attempt - 1))
         return cap * self._rng.uniform(0.5, 1.0)
 
-    def _failed(self, message: str, attempts: int, kind: str) -> Reply:
-        self.stats.errors += 1
+    def _count(self, kind: str) -> None:
         self.stats.error_kinds[kind] = self.stats.error_kinds.get(kind, 0) + 1
+
+    def _failed(self, message: str, attempts: int) -> Reply:
+        self.stats.errors += 1
         return Reply(None, attempts=attempts, error=self._redact(message))
 
     async def complete(self, messages: list[dict]) -> Reply:
@@ -248,8 +250,8 @@ class JudgeClient:
         self.stats.calls += 1
         key = self._api_key()
         if key is None:
-            return self._failed(f"environment variable {self.spec.api_key_env} (api_key_env) is not set", 0,
-                                "no API key")
+            self._count("no API key")
+            return self._failed(f"environment variable {self.spec.api_key_env} (api_key_env) is not set", 0)
         client, sem = self._session(key)
         request = self._request(messages)
         async with sem:
@@ -257,8 +259,9 @@ class JudgeClient:
             while True:
                 if not self.breaker.allow():
                     self.stats.rejected += 1
+                    self._count("circuit breaker open")
                     return self._failed("circuit breaker open" + (f" (last error: {last.message})" if last else ""),
-                                        attempts, "circuit breaker open")
+                                        attempts)
                 attempts += 1
                 reply, failure = await self._attempt(client, request)
                 if self.breaker.record(failure is None or not failure.endpoint_down):
@@ -266,12 +269,12 @@ class JudgeClient:
                 if failure is None:
                     return self._succeeded(reply, attempts, start)
                 last = failure
+                self._count(failure.kind)  # every failed attempt, retried or not: what opened a breaker shows
                 if not failure.retry or attempts > self.retry.max_retries:
-                    return self._failed(failure.message, attempts, failure.kind)
+                    return self._failed(failure.message, attempts)
                 delay = self._backoff(attempts, failure)
                 if delay is None:
-                    return self._failed(f"{failure.message} (Retry-After above retry.max_retry_after_s)", attempts,
-                                        failure.kind)
+                    return self._failed(f"{failure.message} (Retry-After above retry.max_retry_after_s)", attempts)
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
 

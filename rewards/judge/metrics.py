@@ -7,8 +7,9 @@ Rates and what they count:
 - first_position_rate: decisive single-order verdicts (A or B, not tie) that picked the answer
   shown first (an unbiased judge is near 0.5; one that always picks the first is 1.0);
 - agreement: the judge's final vote equals the ensemble's result, over pairs where both voted;
-- error_kinds: failed calls by cause (`timeout`, `HTTP 503`, `connection (ServerDisconnectedError)`,
-  `circuit breaker open`, `malformed reply`...), to tell a slow endpoint from a dropped connection;
+- error_kinds: failed attempts (retried or not) and calls refused unsent, by cause (`timeout`,
+  `HTTP 503`, `connection (ServerDisconnectedError)`, `circuit breaker open`, `malformed reply`...),
+  to tell a slow endpoint from a dropped connection and see what opened a breaker;
 - latency: of calls that got a reply, from the moment a concurrency slot was free (queueing for a
   slot excluded, retries and their backoff included);
 - principles (per_principle judges only), per principle, over the judge's votes on it (one per pair

@@ -37,6 +37,7 @@ def test_5xx_is_retried_and_the_verdict_stands(srv):
     assert len(srv.seen_by("flaky500")) == 6  # 2 orders × (2 failures + 1 success)
     m = ens.metrics()["flaky500"]
     assert (m["calls"], m["retries"], m["error_rate"], m["abstain_rate"]) == (2, 4, 0.0, 0.0)
+    assert m["error_kinds"] == {"HTTP 503": 4}  # the retried attempts show, though every call succeeded
 
 
 def test_retries_stay_bounded_and_failure_is_an_abstention(srv):
