@@ -4,7 +4,8 @@ Each `JudgeClient.complete` is one judge call: it waits for a slot under the jud
 limit, then makes up to 1 + max_retries attempts. An attempt is bounded by timeout_s. 429, 5xx,
 timeouts and connection errors are retried after an exponential backoff with jitter, or after the
 reply's Retry-After when it has one; other errors (4xx, malformed replies) are not. A circuit
-breaker counts consecutive failed attempts and, once open, fails calls at once without sending
+breaker counts consecutive failed attempts (not 429s, nor a write to a pooled connection the server
+had already closed: the endpoint is up) and, once open, fails calls at once without sending
 them; after reset_after_s it lets one probe through, which closes it on success. A call never raises for an endpoint problem: it returns a Reply with `error` set.
 The API key is read from the environment at call time and scrubbed from every error message.
 """
@@ -24,6 +25,7 @@ from rewards.judge.metrics import JudgeStats
 from rewards.judge.parse import TokenLogprob
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+STALE_CONNECTION = ("ClientConnectionResetError",)  # aiohttp: a write to a closing transport
 _MAX_ERROR_CHARS = 300
 
 
@@ -47,6 +49,7 @@ class _Failure:
     endpoint_down: bool  # counts against the circuit breaker
     retry_after: float | None = None
     kind: str = ""  # the cause, for the judge's error_kinds metric
+    neutral: bool = False  # says nothing about the endpoint: the breaker neither counts nor clears it
 
 
 def _root(exc: BaseException) -> BaseException:
@@ -131,8 +134,12 @@ def _classify(exc: Exception) -> _Failure:
     if isinstance(exc, openai.APIConnectionError):
         root = _root(exc)
         cause = f" ({type(root).__name__}: {root})" if root is not exc else ""
-        return _Failure(f"connection error: {exc}{cause}", retry=True, endpoint_down=True,
-                        kind=f"connection ({type(root).__name__})")
+        # a write to a pooled connection the server had already closed: the request never left, and
+        # the endpoint is up (seen in bursts when a step reuses connections idle past the server's
+        # keep-alive); retried, and not counted against the breaker
+        stale = type(root).__name__ in STALE_CONNECTION
+        return _Failure(f"connection error: {exc}{cause}", retry=True, endpoint_down=not stale,
+                        kind=f"connection ({type(root).__name__})", neutral=stale)
     return _Failure(f"malformed reply: {type(exc).__name__}: {exc}", retry=False, endpoint_down=True,
                     kind="malformed reply")
 
@@ -264,7 +271,9 @@ class JudgeClient:
                                         attempts)
                 attempts += 1
                 reply, failure = await self._attempt(client, request)
-                if self.breaker.record(failure is None or not failure.endpoint_down):
+                if failure is not None and failure.neutral:
+                    self.breaker.abandon()  # frees a half-open probe slot; counts nothing
+                elif self.breaker.record(failure is None or not failure.endpoint_down):
                     self.stats.breaker_opens += 1
                 if failure is None:
                     return self._succeeded(reply, attempts, start)

@@ -193,3 +193,53 @@ def test_logprob_p_a_and_cost_accounting(srv):
     m = ens.metrics()["confident"]
     assert (m["prompt_tokens"], m["completion_tokens"]) == (prompt_chars, completion_chars)
     assert m["cost"] == pytest.approx(prompt_chars / 1000 * 0.5 + completion_chars / 1000 * 2.0, rel=1e-12)
+
+
+def test_a_write_to_a_connection_the_server_closed_is_retried_without_tripping_the_breaker():
+    # a burst of these opened the breaker in RLAIF runs (aiohttp's ClientConnectionResetError: the
+    # pooled connection was closed by the server before the request was written). The double cannot
+    # produce it on demand, so the client's classification is checked on the exception the openai
+    # client raises for it, next to a dropped connection (the server took the request, then closed)
+    import aiohttp
+    import httpx
+    import openai
+
+    from rewards.judge.client import _classify
+
+    def wrapped(root):
+        exc = openai.APIConnectionError(request=httpx.Request("POST", "http://judge/v1/chat/completions"))
+        exc.__cause__ = root
+        return exc
+
+    stale = _classify(wrapped(aiohttp.ClientConnectionResetError("Cannot write to closing transport")))
+    dropped = _classify(wrapped(aiohttp.ServerDisconnectedError()))
+    assert (stale.retry, stale.neutral, stale.kind) == (True, True, "connection (ClientConnectionResetError)")
+    assert (dropped.retry, dropped.neutral, dropped.endpoint_down) == (True, False, True)
+    assert "ClientConnectionResetError" in stale.message
+
+
+def test_stale_connection_failures_neither_open_nor_close_the_breaker(srv, monkeypatch):
+    import aiohttp
+    import httpx
+    import openai
+
+    from rewards.judge import client as jc
+
+    SCRIPTS["stale"] = prefers("right")
+    ens = ensemble(srv.base_url, "stale", retry={"max_retries": 3}, circuit_breaker={"failure_threshold": 2})
+    real, left = jc.JudgeClient._attempt, {"n": 6}
+
+    async def flaky(self, client, request):  # the first 6 attempts hit a stale pooled connection
+        if left["n"] > 0:
+            left["n"] -= 1
+            exc = openai.APIConnectionError(request=httpx.Request("POST", "http://judge"))
+            exc.__cause__ = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+            return None, jc._classify(exc)
+        return await real(self, client, request)
+
+    monkeypatch.setattr(jc.JudgeClient, "_attempt", flaky)
+    votes = _calls(ens, 2)  # 4 calls, 6 stale attempts among them: more than the threshold of 2
+    assert [v.winner for v in votes] == ["A", "A"] and ens.clients[0].breaker.state == CLOSED
+    m = ens.metrics()["stale"]
+    assert m["breaker_opens"] == 0 and m["error_rate"] == 0.0
+    assert m["error_kinds"] == {"connection (ClientConnectionResetError)": 6}
