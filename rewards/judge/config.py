@@ -175,7 +175,7 @@ class RetryConfig(Section):
 
 class BreakerConfig(Section):
     failure_threshold: int = Field(5, ge=1, le=10000)
-    """Consecutive failed attempts (5xx, timeout, connection, malformed reply) that open the breaker."""
+    """Consecutive failed attempts (5xx, timeout, connection, malformed reply) that open the breaker; a write to a pooled connection the server had already closed is retried and not counted."""
     reset_after_s: float = Field(30.0, gt=0.0, le=3600.0)
     """While open, calls fail at once; after this long one probe request is let through to test the endpoint."""
 
