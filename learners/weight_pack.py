@@ -44,6 +44,16 @@ def _layout(named: list[tuple[str, torch.Tensor]], bucket_bytes: int) -> list[li
     return [g for g in groups if g]
 
 
+def _offsets(sizes: list[int]) -> tuple[list[int], int]:
+    """Byte offsets of entries laid end to end, each 16-byte aligned so any dtype can view it, and
+    the total length."""
+    offsets, end = [], 0
+    for n in sizes:
+        offsets.append(end)
+        end += -(-n // ALIGN) * ALIGN
+    return offsets, end
+
+
 @torch.no_grad()
 def pack(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_BYTES,
          dtype: torch.dtype | None = None, reuse: list[torch.Tensor] | None = None) -> list[Bucket]:
@@ -55,10 +65,7 @@ def pack(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_B
     out = []
     for b, idx in enumerate(_layout(named, bucket_bytes)):
         sizes = [named[i][1].numel() * named[i][1].element_size() for i in idx]
-        offsets, end = [], 0
-        for n in sizes:  # every entry starts 16-byte aligned, so any dtype can view it
-            offsets.append(end)
-            end += -(-n // ALIGN) * ALIGN
+        offsets, end = _offsets(sizes)
         if reuse is not None and b < len(reuse) and reuse[b].numel() == end:
             flat = reuse[b]
         else:
@@ -92,10 +99,7 @@ class FlatWeights:
         with torch.no_grad():
             for b, group in enumerate(_layout([named[i] for i in unique], bucket_bytes)):
                 idx = [unique[g] for g in group]
-                offsets, end = [], 0
-                for i in idx:
-                    offsets.append(end)
-                    end += -(-named[i][1].numel() * named[i][1].element_size() // ALIGN) * ALIGN
+                offsets, end = _offsets([named[i][1].numel() * named[i][1].element_size() for i in idx])
                 flat = torch.empty(end, dtype=torch.uint8)
                 for i, off in zip(idx, offsets):
                     t = named[i][1]
