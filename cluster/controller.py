@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -106,7 +107,12 @@ class Controller:
         self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
         self.gen_opts = gen_opts
         self.recovery: dict[str, int] = {}  # restarts per role, samples redone, steps replayed (this run)
-        self.sync.heal = self.pipeline.heal = lambda rank: recovery.heal_generator(self, rank)
+        heal_lock = threading.Lock()  # the weight sync (driver) and background scoring may both meet a dead generator
+
+        def heal(rank: int):
+            with heal_lock:
+                return recovery.heal_generator(self, rank)
+        self.sync.heal = self.pipeline.heal = heal
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir.name,
                                   make_loggers(cfg.logging, run_dir, run_dir.name, cfg.model_dump(mode="json")),
                                   keep_until=resume[1] if resume else None)
@@ -207,8 +213,8 @@ class Controller:
         self.version += 1
         self.sync.start(self.version)  # queued behind the update, and on each generator behind its queued batches
         self._queue_ahead(step)
-        if k and step < self.cfg.steps:
-            self.pipeline.prepare(step + 1)  # score the next batch while the learner trains
+        if k and step < self.cfg.steps:  # score the batches to come while the learner trains
+            self.pipeline.score_ahead(range(step + 1, min(self.cfg.steps, step + 1 + k) + 1))
         if self.rollout_log:
             self.rollout_log.write(step, batch)
         t0 = time.perf_counter()

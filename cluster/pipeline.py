@@ -5,11 +5,18 @@ Generation of step j's batch is queued right after the weights of version j−1�
 the generators (k = rollout.max_staleness). An actor runs its calls in order, so that batch comes
 from version ≥ j−1−k, while the learner that trains it holds version j−1: the lag is at most k.
 With k = 0 each batch is generated after the previous update, as a synchronous loop does.
+
+With k ≥ 1 the controller scores every queued batch in the background (`score_ahead`): the batch of
+step j+2 is scored while the judges still work on j+1's, so a reward that waits on the network
+(judges) has up to k+1 batches in flight, not one. Scoring does not change what a batch holds, only
+when it is ready; with dynamic sampling it stays in the foreground, because its extra rounds draw
+prompts, and the order of the draws must not depend on timing.
 """
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import ray
@@ -45,6 +52,9 @@ class RolloutPipeline:
         self.origin: dict = {}  # shard ref → (generator rank, rows, draws): what to redo if its generator dies
         self.heal = None  # heal(rank) → a live generator in place of a dead one (set by the controller)
         self.redone = 0  # samples regenerated because their generator died
+        self.scoring: dict[int, Future] = {}  # step → its batch being scored in the background
+        self.background: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()  # background scoring and the driver both draw from `origin`
 
     def queue(self, step: int, n_prompts: int | None = None) -> None:
         """Draw the step's prompts and queue their generation (returns at once)."""
@@ -67,20 +77,35 @@ class RolloutPipeline:
 
     def _redo(self, ref):
         """The same draws again on a live generator: the same seeds, so the same samples for the same weights."""
-        rank, rows, draws = self.origin.pop(ref)
-        if self.heal is None:
-            raise RuntimeError("a generator died and this pipeline cannot replace it")
-        self.heal(rank)
-        self.redone += len(rows) * self.cfg.rollout.samples_per_prompt
-        return self._submit(rank, rows, draws)
+        with self.lock:  # one heal per dead generator, whichever thread met it first
+            rank, rows, draws = self.origin.pop(ref)
+            if self.heal is None:
+                raise RuntimeError("a generator died and this pipeline cannot replace it")
+            self.heal(rank)
+            self.redone += len(rows) * self.cfg.rollout.samples_per_prompt
+            return self._submit(rank, rows, draws)
 
     def prepare(self, step: int) -> None:
         """Score the step's batch now (it waits for its generation), so that `take` returns at once."""
-        if step in self.queued and step not in self.ready:
+        if step in self.scoring:
+            self.ready[step] = self.scoring.pop(step).result()
+        elif step in self.queued and step not in self.ready:
             self.ready[step] = self._scored(self.queued.pop(step))
 
+    def score_ahead(self, steps) -> None:
+        """Start scoring each of these queued batches in the background, each as its shards come
+        (returns at once; `take` waits for the result). Dynamic sampling scores in the foreground."""
+        if self.cfg.algorithm.dynamic_sampling.enabled:
+            return self.prepare(min(steps))
+        for step in steps:
+            if step in self.queued and step not in self.ready:
+                if self.background is None:
+                    self.background = ThreadPoolExecutor(max_workers=self.cfg.rollout.max_staleness + 1,
+                                                         thread_name_prefix="score-ahead")
+                self.scoring[step] = self.background.submit(self._scored, self.queued.pop(step))
+
     def take(self, step: int) -> Scored:
-        if step not in self.ready and step not in self.queued:
+        if step not in self.ready and step not in self.queued and step not in self.scoring:
             self.queue(step)
         self.prepare(step)
         return self.ready.pop(step)
@@ -88,6 +113,8 @@ class RolloutPipeline:
     def pending(self) -> dict[int, tuple[str, object]]:
         """Every batch generated or scored but not yet taken, for a checkpoint: step → ("scored",
         Scored) or ("shards", its generated shards, unscored). Waits for queued generation."""
+        for step in list(self.scoring):
+            self.prepare(step)
         out: dict[int, tuple[str, object]] = {s: ("scored", v) for s, v in self.ready.items()}
         for step, refs in self.queued.items():
             shards = []
@@ -109,7 +136,10 @@ class RolloutPipeline:
                 self.queued[step] = [ray.put(shard) for shard in value]
 
     def reset(self) -> None:
-        """Forget every batch queued or scored (a learner restart goes back to a checkpoint)."""
+        """Forget every batch queued or scored (a learner restart goes back to a checkpoint); what
+        is being scored in the background finishes first, so that no call from it outlives the reset."""
+        wait(list(self.scoring.values()))
+        self.scoring.clear()
         self.queued.clear()
         self.ready.clear()
         self.origin.clear()

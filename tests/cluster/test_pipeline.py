@@ -15,6 +15,7 @@ from cluster.reward_sources import RuleSource
 from learners.rollout import RolloutBatch
 
 MEET = threading.Barrier(2, timeout=10)
+STEPS_MEET = threading.Barrier(2, timeout=10)
 INSIDE = {"now": 0, "most": 0}
 LOCK = threading.Lock()
 
@@ -22,6 +23,12 @@ LOCK = threading.Lock()
 def meet(prompt, response, row) -> float:
     """Returns only when a sample of another shard is being scored at the same moment."""
     MEET.wait()
+    return float(len(response))
+
+
+def steps_meet(prompt, response, row) -> float:
+    """Returns only when a sample of another step's batch is being scored at the same moment."""
+    STEPS_MEET.wait()
     return float(len(response))
 
 
@@ -48,10 +55,10 @@ def cluster():
     ray.shutdown()
 
 
-def pipeline(source) -> RolloutPipeline:
-    cfg = SimpleNamespace(algorithm=SimpleNamespace(dynamic_sampling=SimpleNamespace(enabled=False),
+def pipeline(source, dynamic: bool = False) -> RolloutPipeline:
+    cfg = SimpleNamespace(algorithm=SimpleNamespace(dynamic_sampling=SimpleNamespace(enabled=dynamic, max_rounds=0),
                                                     overlong=SimpleNamespace(buffer=0, penalty=0.0)),
-                          rollout=SimpleNamespace(max_new_tokens=8, prompts_per_step=2))
+                          rollout=SimpleNamespace(max_new_tokens=8, prompts_per_step=2, max_staleness=1))
     return RolloutPipeline(cfg, [], None, RewardRouter([source]))
 
 
@@ -87,3 +94,28 @@ def test_a_source_that_is_not_concurrent_scores_one_shard_at_a_time():
     assert batch.rewards == [1.0, 2.0, 3.0, 4.0, 1.0] and batch.statuses == ["scored"] * 5
     # the copy of this module the rule source imported by name (pytest may hold another)
     assert importlib.import_module("tests.cluster.test_pipeline").INSIDE["most"] == 1
+
+
+def test_the_batches_of_two_steps_are_scored_at_once_in_the_background():
+    """max_staleness 1: step 2's batch is scored while step 1's still is (a judge then has both in flight)."""
+    p = pipeline(SideBySide(SourceConfig(name="steps", type="rule", function="tests.cluster.test_pipeline:steps_meet")))
+    p.queued = {1: [shard(["aa"], 0.2)], 2: [shard(["bbb"])]}
+    t0 = time.perf_counter()
+    p.score_ahead(range(1, 3))
+    assert time.perf_counter() - t0 < 0.2 and set(p.scoring) == {1, 2} and not p.queued  # returned at once
+    pending = p.pending()  # a checkpoint waits for background scoring and keeps its results
+    assert sorted(pending) == [1, 2] and {kind for kind, _ in pending.values()} == {"scored"}
+    one, two = p.take(1), p.take(2)
+    # scored only if both batches were in flight together (else the barrier times out: status error)
+    assert (one.batch.statuses, two.batch.statuses) == (["scored"], ["scored"])
+    assert (one.batch.rewards, two.batch.rewards) == ([2.0], [3.0])
+    assert not p.scoring and not p.ready
+
+
+def test_with_dynamic_sampling_the_next_batch_is_scored_in_the_foreground():
+    """Its extra rounds draw prompts: only one batch at a time, so that the draws do not depend on timing."""
+    p = pipeline(RuleSource(SourceConfig(name="alone", type="rule", function="tests.cluster.test_pipeline:alone")),
+                 dynamic=True)
+    p.queued = {1: [shard(["a"])], 2: [shard(["bb"])]}
+    p.score_ahead(range(1, 3))
+    assert not p.scoring and sorted(p.ready) == [1] and sorted(p.queued) == [2]
