@@ -84,7 +84,24 @@ class RolloutGenerator:
     def load_weights(self, buckets: list, version: int, reload: str = "inplace") -> int:
         """Reload every parameter from the learner's buckets (learners/weight_pack.py): one call whatever
         the number of tensors; the engine keeps running. `reload`: rollout.sync_reload."""
-        how = self.llm.collective_rpc("reload_from_buckets", args=(buckets, reload == "inplace"))[0]
+        return self._loaded(self.llm.collective_rpc("reload_from_buckets", args=(buckets, reload == "inplace"))[0],
+                            version, reload)
+
+    def engine_workers(self) -> int:
+        """Processes this engine runs its model in (each joins a weight group)."""
+        return len(self.llm.collective_rpc("worker_rank"))
+
+    def join_weight_group(self, address: str, base_rank: int, world: int, backend: str, name: str,
+                          timeout_s: float) -> list[int]:
+        """rollout.sync_transport broadcast: every engine worker joins the learner's weight group."""
+        return self.llm.collective_rpc("join_weight_group", args=(address, base_rank, world, backend, name, timeout_s))
+
+    def receive_weights(self, plan: list, version: int, reload: str = "inplace") -> int:
+        """Receive the learner's broadcast of the weights laid out as `plan` and load them."""
+        return self._loaded(self.llm.collective_rpc("receive_broadcast", args=(plan, reload == "inplace"))[0],
+                            version, reload)
+
+    def _loaded(self, how: str, version: int, reload: str) -> int:
         if how != reload and self.reloaded_by != how:
             print(f"{self.label}: rollout.sync_reload is {reload}, but this engine's layout needs vLLM's "
                   "generic reload; using it", file=sys.stderr, flush=True)

@@ -48,6 +48,23 @@ class Learner:
 
         return self.trainer.export(getattr(torch, dtype) if dtype else None)
 
+    def weights_backend(self) -> str:
+        """Backend of a weight group with this learner: nccl when its weights are on a GPU, else gloo."""
+        return "nccl" if self.trainer.flat.flats[0].is_cuda else "gloo"
+
+    def open_weight_group(self, address: str, world: int, backend: str, name: str, timeout_s: float) -> int:
+        """rollout.sync_transport broadcast: serve as rank 0 of a weight group of its own (returns once
+        every engine worker joined); a group formed again after a generator was replaced takes over."""
+        from learners.weight_transport import Sender, WeightGroup
+
+        self.sender = Sender(WeightGroup(address, 0, world, backend, name, timeout_s))
+        return 0
+
+    def broadcast_weights(self, dtype: str | None = None) -> list:
+        """Snapshot the policy's weights and broadcast them to the weight group in the background;
+        returns their layout at once (what each receiver needs to take them)."""
+        return self.sender.send(self.export(dtype))
+
     def export_nbytes(self, dtype: str | None = None) -> int:
         """Bytes of one export."""
         return sum(b.nbytes for b in self.export(dtype))

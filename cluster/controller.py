@@ -26,7 +26,7 @@ from cluster.pipeline import RolloutPipeline, split
 from cluster.reward_router import RewardRouter, Routed
 from cluster.reward_sources import build_sources
 from cluster.scaling import read_request
-from cluster.weight_sync import ObjectStoreSync
+from cluster.weight_sync import STRATEGIES
 from learners.rollout import RolloutBatch
 from learners.losses import Clip
 from learners.trainer import CriticSettings, UpdateSettings
@@ -102,7 +102,7 @@ class Controller:
         ]
         self.learner_opts = learner_opts
         self.start_learners()
-        self.sync = ObjectStoreSync(self.learner, self.generators, self._probe_ids(model_dir),
+        self.sync = STRATEGIES[cfg.rollout.sync_transport](self.learner, self.generators, self._probe_ids(model_dir),
                                     cfg.logging.parity_tol, cfg.rollout.sync_dtype, cfg.rollout.sync_reload)
         self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
         self.gen_opts = gen_opts

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from abc import ABC, abstractmethod
 
 import ray
@@ -101,4 +102,39 @@ class ObjectStoreSync(WeightSync):
         self.pending.append((version, [g.load_weights.remote(blob, version, self.reload) for g in self.generators]))
 
 
-STRATEGIES = {"object_store": ObjectStoreSync}
+class BroadcastSync(WeightSync):
+    """The learner and every engine worker of the generators form a process group of their own
+    (learners/weight_transport.py; gloo, or NCCL when the learner's weights are on a GPU); each sync
+    the learner snapshots its weights and broadcasts the buckets in the background, and each generator
+    makes one call that receives and loads them. Only their layout goes through Ray."""
+
+    GROUP_TIMEOUT_S = 300.0  # a rank that stops answering fails the sync after this long
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.formed = 0  # groups formed so far (again after a generator was replaced)
+        self.run_id = uuid.uuid4().hex[:8]
+
+    def form(self) -> None:
+        workers = ray.get([g.engine_workers.remote() for g in self.generators])
+        address = ray.get(self.learner.address.remote())
+        backend = ray.get(self.learner.weights_backend.remote())
+        world, name = 1 + sum(workers), f"{self.run_id}/{self.formed}"
+        refs, base = [self.learner.open_weight_group.remote(address, world, backend, name, self.GROUP_TIMEOUT_S)], 1
+        for g, n in zip(self.generators, workers):
+            refs.append(g.join_weight_group.remote(address, base, world, backend, name, self.GROUP_TIMEOUT_S))
+            base += n
+        ray.get(refs)
+        self.formed += 1
+        self.members = [g._actor_id for g in self.generators] + [self.learner._actor_id]
+
+    def start(self, version: int) -> None:
+        self.seconds = 0.0
+        if not self.formed or self.members != [g._actor_id for g in self.generators] + [self.learner._actor_id]:
+            # first sync, or a replaced generator or learner: a new group
+            self.form()
+        plan = self.learner.broadcast_weights.remote(self.dtype)  # after the learner's queued update
+        self.pending.append((version, [g.receive_weights.remote(plan, version, self.reload) for g in self.generators]))
+
+
+STRATEGIES = {"object_store": ObjectStoreSync, "broadcast": BroadcastSync}

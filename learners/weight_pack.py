@@ -19,7 +19,7 @@ class Bucket:
     """Tensors laid end to end in one 1-D byte array; entry i is `names[i]` with `shapes[i]` and
     `dtypes[i]`, starting at byte `offsets[i]`."""
 
-    data: np.ndarray  # uint8 [total bytes]
+    data: np.ndarray | torch.Tensor  # uint8 [total bytes]; a tensor when it came by broadcast or CUDA IPC
     names: list[str]
     shapes: list[tuple[int, ...]]
     dtypes: list[str]
@@ -132,7 +132,7 @@ def unpack(buckets: list[Bucket]) -> Iterator[tuple[str, torch.Tensor]]:
     for b in buckets:
         with warnings.catch_warnings():  # read-only arrays are fine: the loader only reads them
             warnings.simplefilter("ignore", UserWarning)
-            raw = torch.from_numpy(b.data)
+            raw = b.data if isinstance(b.data, torch.Tensor) else torch.from_numpy(b.data)
         for name, shape, dt, off in zip(b.names, b.shapes, b.dtypes, b.offsets):
             dtype = getattr(torch, dt)
             n = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()

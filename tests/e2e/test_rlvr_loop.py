@@ -23,6 +23,8 @@ VARIANTS = {
     # the asynchronous pipeline (one step ahead) feeding two data-parallel learners (gloo)
     "grpo-async-2learners": {"algorithm": {"name": "grpo"}, "rollout": {"max_staleness": 1},
                              "resources": {"learners": 2}},
+    # weights broadcast in a gloo group of the learner and the engines, sent while the learner trains on
+    "grpo-async-broadcast": {"algorithm": {"name": "grpo"}, "rollout": {"max_staleness": 1, "sync_transport": "broadcast"}},
     # two learners that shard the policy's layers with FSDP2 (gloo)
     "grpo-2learners-fsdp2": {"algorithm": {"name": "grpo"}, "resources": {"learners": 2, "learner_sharding": "fsdp2"}},
 }
@@ -148,6 +150,18 @@ def test_a_sync_is_one_call_per_generator_whatever_the_tensor_count(run):
     how = ray.get([g.__ray_call__.remote(lambda self: self.reloaded_by) for g in controller.generators])
     assert how == ["inplace", "inplace"]
     assert controller.sync.nbytes == sum(b.nbytes for b in buckets)
+
+
+def test_broadcast_moves_the_weights_in_a_group_of_their_own(run):
+    controller, *_ = run
+    if controller.cfg.rollout.sync_transport != "broadcast":
+        pytest.skip("this run syncs through the object store")
+    assert controller.sync.formed == 1  # one group for the whole run
+    received = ray.get([g.__ray_call__.remote(lambda self: self.llm.collective_rpc(
+        lambda worker: sum(b.numel() for b in worker.weight_receiver.buffers))) for g in controller.generators])
+    assert received == [[controller.sync.nbytes]] * 2  # each engine's receive buffers hold one export
+    backend = ray.get(controller.learner.__ray_call__.remote(lambda self: self.sender.group.backend))
+    assert backend == "gloo"
 
 
 def test_inplace_and_vllm_reloads_load_the_same_weights_and_bf16_moves_half(run):
