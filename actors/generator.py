@@ -101,6 +101,12 @@ class RolloutGenerator:
         return self._loaded(self.llm.collective_rpc("receive_broadcast", args=(plan, reload == "inplace"))[0],
                             version, reload)
 
+    def load_ipc(self, exported: tuple[list, list], version: int, reload: str = "inplace") -> int:
+        """rollout.sync_transport cuda_ipc: copy the weights from the learner's GPU memory."""
+        plan, handles = exported
+        return self._loaded(self.llm.collective_rpc("load_ipc", args=(plan, handles, reload == "inplace"))[0],
+                            version, reload)
+
     def _loaded(self, how: str, version: int, reload: str) -> int:
         if how != reload and self.reloaded_by != how:
             print(f"{self.label}: rollout.sync_reload is {reload}, but this engine's layout needs vLLM's "

@@ -19,7 +19,11 @@ class Learner:
         import torch
 
         torch.set_num_threads(threads)
-        self.trainer = PolicyTrainer(model_dir, settings)
+        # a GPU Ray gave this actor (resources.learner_gpus > 0): Ray sets CUDA_VISIBLE_DEVICES to it
+        self.device = "cuda:0" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        if self.device != "cpu":
+            torch.cuda.set_device(0)
+        self.trainer = PolicyTrainer(model_dir, settings, device=self.device)
 
     def address(self) -> str:
         """Where rank 0 of a learner group listens (this node, a free port)."""
@@ -63,7 +67,20 @@ class Learner:
     def broadcast_weights(self, dtype: str | None = None) -> list:
         """Snapshot the policy's weights and broadcast them to the weight group in the background;
         returns their layout at once (what each receiver needs to take them)."""
-        return self.sender.send(self.export(dtype))
+        import torch
+
+        return self.sender.send(self.trainer.export(getattr(torch, dtype) if dtype else None, on_device=True))
+
+    def ipc_weights(self, dtype: str | None, depth: int) -> tuple[list, list]:
+        """rollout.sync_transport cuda_ipc: snapshot the weights on this learner's GPU and return their
+        layout and CUDA IPC handles (a ring of `depth` snapshots, learners/weight_transport.py)."""
+        import torch
+
+        from learners.weight_transport import IpcExporter
+
+        if getattr(self, "ipc", None) is None or self.ipc.snapshots.depth != depth:
+            self.ipc = IpcExporter(depth - 2)
+        return self.ipc.export(self.trainer.export(getattr(torch, dtype) if dtype else None, on_device=True))
 
     def export_nbytes(self, dtype: str | None = None) -> int:
         """Bytes of one export."""

@@ -39,6 +39,12 @@ class WeightReloader:
         self.weight_receiver = Receiver(WeightGroup(address, rank, world, backend, name, timeout_s), device)
         return rank
 
+    def load_ipc(self, plan: list, handles: list, inplace: bool = False) -> str:
+        """Load the weights from the learner's GPU memory through CUDA IPC handles (same GPU)."""
+        from learners.weight_transport import open_ipc
+
+        return self.reload_from_buckets(open_ipc(plan, handles), inplace)
+
     def receive_broadcast(self, plan: list, inplace: bool = False) -> str:
         """Receive the learner's next broadcast into this worker's buffers and load it."""
         return self.reload_from_buckets(self.weight_receiver.receive(plan), inplace)

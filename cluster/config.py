@@ -57,8 +57,8 @@ class RolloutConfig(Section):
     """vLLM context length: prompt plus response."""
     sync_dtype: Literal["bfloat16", "float16"] | None = None
     """Precision of the weights a sync moves. null: the learner's own (float32). bfloat16 or float16 halve the bytes (for GPU engines that run in that precision); the generators then hold rounded weights, so their log-probs differ from the learner's: raise logging.parity_tol to match."""
-    sync_transport: Literal["object_store", "broadcast"] = "object_store"
-    """How synced weights travel. object_store: the learner puts a few flat buffers into Ray's object store and each generator maps them (no copy on the same node). broadcast: the learner and every engine worker form a process group of their own (gloo; NCCL when the learner's weights are on a GPU) and each sync is one broadcast per buffer, sent in the background from a snapshot so the learner trains on; only the layout goes through Ray. A replaced generator gets its weights through the object store and joins a new group at the next sync."""
+    sync_transport: Literal["object_store", "broadcast", "cuda_ipc"] = "object_store"
+    """How synced weights travel. object_store: the learner puts a few flat buffers into Ray's object store and each generator maps them (no copy on the same node). broadcast: the learner and every engine worker form a process group of their own (gloo; NCCL when the learner's weights are on a GPU) and each sync is one broadcast per buffer, sent in the background from a snapshot so the learner trains on; only the layout goes through Ray. A replaced generator gets its weights through the object store and joins a new group at the next sync. cuda_ipc: for generators on the learner's GPU (needs resources.learner_gpus and generator_gpus > 0): each generator copies from a snapshot in the learner's GPU memory through CUDA IPC handles; the learner keeps max_staleness + 2 snapshots."""
     sync_reload: Literal["inplace", "vllm"] = "inplace"
     """How a generator loads synced weights. inplace: one copy per tensor into parameters that stay put (on CPU the engine's linear layers then run torch's linear on plain weights instead of oneDNN's packed copies); vllm: the engine's generic reload, which rebuilds every layer (on CPU about 5x slower for a 500M model). inplace falls back to vllm, with a warning in the generator's log, for a layout it does not know."""
     max_staleness: int = Field(0, ge=0, le=8)
@@ -359,3 +359,12 @@ class RunConfig(Section):
     resources: ResourcesConfig = ResourcesConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @model_validator(mode="after")
+    def _ipc_needs_gpus(self) -> "RunConfig":
+        res = self.resources
+        if self.rollout.sync_transport == "cuda_ipc" and not (res.learner_gpus > 0 and res.generator_gpus > 0):
+            raise ValueError("rollout.sync_transport: cuda_ipc copies from the learner's GPU memory; set "
+                             "resources.learner_gpus and resources.generator_gpus > 0 (the learner and its generators "
+                             "sharing a GPU), or use sync_transport: broadcast or object_store")
+        return self

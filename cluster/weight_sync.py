@@ -137,4 +137,20 @@ class BroadcastSync(WeightSync):
         self.pending.append((version, [g.receive_weights.remote(plan, version, self.reload) for g in self.generators]))
 
 
-STRATEGIES = {"object_store": ObjectStoreSync, "broadcast": BroadcastSync}
+class CudaIpcSync(WeightSync):
+    """For engines on the learner's GPU: the learner snapshots its weights on the GPU and hands out CUDA
+    IPC handles (a few hundred bytes through Ray); each generator copies straight from that memory.
+    A generator has at most max_staleness + 1 loads queued, so the learner keeps a ring of
+    max_staleness + 2 snapshots (learners/weight_transport.py::IpcExporter)."""
+
+    def __init__(self, *args, max_staleness: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.depth = max_staleness + 2
+
+    def start(self, version: int) -> None:
+        self.seconds = 0.0
+        exported = self.learner.ipc_weights.remote(self.dtype, self.depth)  # after the learner's queued update
+        self.pending.append((version, [g.load_ipc.remote(exported, version, self.reload) for g in self.generators]))
+
+
+STRATEGIES = {"object_store": ObjectStoreSync, "broadcast": BroadcastSync, "cuda_ipc": CudaIpcSync}

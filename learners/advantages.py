@@ -52,9 +52,9 @@ def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, g
     back from padding. Returns (A, R), both [B, T] and 0 off the mask."""
     B, T = token_rewards.shape
     adv = torch.zeros_like(token_rewards)
-    next_adv = torch.zeros(B, dtype=token_rewards.dtype)
-    next_value = torch.zeros(B, dtype=token_rewards.dtype)
-    next_mask = torch.zeros(B, dtype=token_rewards.dtype)
+    next_adv = token_rewards.new_zeros(B)
+    next_value = token_rewards.new_zeros(B)
+    next_mask = token_rewards.new_zeros(B)
     for t in reversed(range(T)):
         delta = token_rewards[:, t] + gamma * next_value * next_mask - values[:, t]
         next_adv = delta + gamma * lam * next_mask * next_adv
@@ -94,7 +94,7 @@ def grpo_advantages(x: AdvantageInputs) -> tuple[torch.Tensor, None]:
     """Group-normalised outcome advantage (Shao et al. 2024): (r − mean_g) / (std_g + ε), unbiased std;
     a group whose rewards are all equal gets 0."""
     def norm(r):
-        std = r.std(unbiased=True) if r.numel() > 1 else torch.zeros((), dtype=r.dtype)
+        std = r.std(unbiased=True) if r.numel() > 1 else r.new_zeros(())
         return (r - r.mean()) / (std + x.eps)
     return _broadcast(_per_group(sequence_scores(x), x.group_ids, norm), x.mask), None
 
@@ -124,7 +124,7 @@ def reinforce_pp_advantages(x: AdvantageInputs) -> tuple[torch.Tensor, torch.Ten
 
 def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     out = torch.zeros_like(token_rewards)
-    running = torch.zeros(token_rewards.shape[0], dtype=token_rewards.dtype)
+    running = token_rewards.new_zeros(token_rewards.shape[0])
     for t in reversed(range(token_rewards.shape[1])):
         running = (token_rewards[:, t] + gamma * running) * mask[:, t]
         out[:, t] = running

@@ -101,7 +101,7 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
                clip: float | None, agg: str, norm: Norm) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """½·max((V − R)², (clip(V, V_old ± c) − R)²) per token (no clipping when `clip` is None)."""
     loss = (values - returns) ** 2
-    clipped_frac = torch.zeros(())
+    clipped_frac = values.new_zeros(())
     if clip is not None:
         v_clipped = old_values + (values - old_values).clamp(-clip, clip)
         clipped_loss = (v_clipped - returns) ** 2

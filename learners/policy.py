@@ -31,17 +31,18 @@ def response_hidden(model: PreTrainedModel, p: PackedBatch) -> torch.Tensor:
     attention as the concatenated sequences, in another summation order."""
     backbone = model.base_model
     n_prompts, width = p.prompt_ids.shape
-    prompt_mask = (torch.arange(width)[None, :] < p.prompt_len[:, None]).long()
+    dev = p.prompt_ids.device
+    prompt_mask = (torch.arange(width, device=dev)[None, :] < p.prompt_len[:, None]).long()
     out = backbone(input_ids=p.prompt_ids, attention_mask=prompt_mask,
-                   position_ids=torch.arange(width).expand(n_prompts, width), use_cache=True)
-    last = out.last_hidden_state[torch.arange(n_prompts), p.prompt_len - 1]  # predicts response token 0
+                   position_ids=torch.arange(width, device=dev).expand(n_prompts, width), use_cache=True)
+    last = out.last_hidden_state[torch.arange(n_prompts, device=dev), p.prompt_len - 1]  # predicts response token 0
     shared = DynamicCache()
     for i, layer in enumerate(out.past_key_values.layers):
         shared.update(layer.keys[p.owner], layer.values[p.owner], i)
     steps = p.response_ids.shape[1]
     resp = backbone(input_ids=p.response_ids,
                     attention_mask=torch.cat([prompt_mask[p.owner], p.response_mask.long()], 1),
-                    position_ids=p.prompt_len[p.owner][:, None] + torch.arange(steps),
+                    position_ids=p.prompt_len[p.owner][:, None] + torch.arange(steps, device=dev),
                     past_key_values=shared, use_cache=True)
     return torch.cat([last[p.owner].unsqueeze(1), resp.last_hidden_state[:, :-1]], 1)
 
@@ -56,7 +57,7 @@ def response_logprobs(model: PreTrainedModel, p: PackedBatch, with_entropy: bool
 @torch.no_grad()
 def sequence_logprobs(model: PreTrainedModel, token_ids: list[int]) -> list[float]:
     """Log-prob of each token after the first, for the parity probe."""
-    ids = torch.tensor([token_ids])
+    ids = torch.tensor([token_ids], device=model.device)
     logp, _ = token_logprobs(model, ids, torch.ones_like(ids))
     return logp[0].tolist()
 

@@ -98,6 +98,12 @@ class PackedBatch:
     rewards: torch.Tensor  # [B]
     group_ids: torch.Tensor  # [B]
 
+    def to(self, device: torch.device) -> "PackedBatch":
+        """The same batch on `device` (the learner's GPU); itself when it is there already."""
+        if self.prompt_ids.device == torch.device(device):
+            return self
+        return PackedBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
     def rows(self, idx: torch.Tensor) -> "PackedBatch":
         """The samples `idx` with only the prompts they use."""
         used, owner = torch.unique(self.owner[idx], return_inverse=True)

@@ -41,6 +41,11 @@ def sum_not_mean(params: list[torch.nn.Parameter]) -> None:
             p.grad.to_local().mul_(world)
 
 
+def device() -> torch.device:
+    """Where this rank's collectives run: its GPU with NCCL, else the CPU (gloo)."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def is_sharded(p: torch.Tensor) -> bool:
     return isinstance(p, DTensor)
 
@@ -51,7 +56,7 @@ def has_shards(model: torch.nn.Module) -> bool:
 
 def padded(parts: list) -> list:
     """`parts` with None appended up to the largest count over the ranks (one collective)."""
-    n = torch.tensor([len(parts)])
+    n = torch.tensor([len(parts)], device=device())
     dist.all_reduce(n, op=dist.ReduceOp.MAX)
     return parts + [None] * (int(n) - len(parts))
 
@@ -60,9 +65,9 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
     """torch.nn.utils.clip_grad_norm_ over sharded and whole parameters together: the norm of the
     whole gradient (each shard counted once, each whole gradient once), then the same scaling."""
     grads = [p.grad for p in params if p.grad is not None]
-    local = sum((g.to_local().double().pow(2).sum() for g in grads if is_sharded(g)), torch.zeros((), dtype=torch.float64))
+    local = sum((g.to_local().double().pow(2).sum() for g in grads if is_sharded(g)), torch.zeros((), dtype=torch.float64, device=device()))
     dist.all_reduce(local)
-    whole = sum((g.double().pow(2).sum() for g in grads if not is_sharded(g)), torch.zeros((), dtype=torch.float64))
+    whole = sum((g.double().pow(2).sum() for g in grads if not is_sharded(g)), torch.zeros((), dtype=torch.float64, device=local.device))
     norm = float((local + whole).sqrt())
     coef = min(1.0, max_norm / (norm + 1e-6))
     if coef < 1.0:

@@ -25,6 +25,8 @@ def training_state(trainer) -> dict:
         "torch_rng": torch.get_rng_state(),
         "python_rng": random.getstate(),
     }
+    if torch.device(t.device).type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state()
     if t.critic is not None:
         state.update(critic=t.critic.state_dict(), critic_optimizer=t.critic_optimizer.state_dict(),
                      critic_scheduler=t.critic_scheduler.state_dict())
@@ -39,7 +41,7 @@ def to_bytes(trainer) -> bytes:
 
 def restore(trainer, data: bytes) -> int:
     """Load a state written by `to_bytes` into a trainer built from the same settings; returns its version."""
-    state = torch.load(io.BytesIO(data), weights_only=False)
+    state = torch.load(io.BytesIO(data), weights_only=False, map_location=trainer.device)
     if state.get("format") != FORMAT:
         raise ValueError(f"training state format {state.get('format')!r}; this version reads {FORMAT}")
     t = trainer
@@ -57,8 +59,10 @@ def restore(trainer, data: bytes) -> int:
         t.critic_optimizer.load_state_dict(state["critic_optimizer"])
         t.critic_scheduler.load_state_dict(state["critic_scheduler"])
     t.kl.beta = state["kl_beta"]
-    t.generator.set_state(state["minibatch_rng"])
-    torch.set_rng_state(state["torch_rng"])
+    t.generator.set_state(state["minibatch_rng"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
     random.setstate(state["python_rng"])
+    if "cuda_rng" in state and torch.device(t.device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu())
     t.version = state["version"]
     return t.version

@@ -75,25 +75,27 @@ class Prepared:
 class PolicyTrainer:
     """Policy, frozen reference, optional critic, their optimizers and schedules; one `update` per batch."""
 
-    def __init__(self, model_dir: str | Path, settings: UpdateSettings, shard: distributed.Shard | None = None):
+    def __init__(self, model_dir: str | Path, settings: UpdateSettings, shard: distributed.Shard | None = None,
+                 device: str | torch.device = "cpu"):
         torch.manual_seed(settings.seed)
         self.settings = s = settings
+        self.device = torch.device(device)  # models and batches live here; index bookkeeping stays on the CPU
         self.estimator = estimators.get(s.algorithm)
         self.kl_fn = kl_estimators.get(s.kl_estimator)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(self.device)
         self.model.config.use_cache = False
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer, self.scheduler = self._optimizer(self.model, s.lr)
         self.critic = self.critic_optimizer = self.critic_scheduler = None
         if s.algorithm == "ppo":
-            self.critic = load_critic(s.critic.model_dir or model_dir)
+            self.critic = load_critic(s.critic.model_dir or model_dir).to(self.device)
             self.critic_optimizer, self.critic_scheduler = self._optimizer(self.critic, s.critic.lr)
         self.kl = KLController(s.kl_coef, s.kl_target, s.kl_horizon)
         self.version = 0
         self.generator = torch.Generator().manual_seed(s.seed)
         self.shard = shard or distributed.Shard()
-        self._export_buffers: list[torch.Tensor] = []
+        self._export_buffers: dict[str, list[torch.Tensor]] = {}  # per device type
         self.flat = weight_pack.FlatWeights(self.model)  # the policy's weights live in export buckets
         self.train_model = self.model  # what the optimizer updates: the policy itself, or its FSDP2 shards
         self.sharded = False
@@ -120,8 +122,8 @@ class PolicyTrainer:
         """Epochs × shuffled minibatches of optimizer steps on one scored batch."""
         s = self.settings
         lag = self.version - batch.policy_version
-        whole = pack(batch, self.tokenizer.pad_token_id)
-        own = self.shard.own(whole.group_ids)  # every sample with one learner; whole groups per rank
+        whole = pack(batch, self.tokenizer.pad_token_id).to(self.device)
+        own = self.shard.own(whole.group_ids.cpu())  # every sample with one learner; whole groups per rank
         local = torch.full((len(whole.owner),), -1)
         local[own] = torch.arange(len(own))
         prep = self._prepare(whole.rows(own), lag)
@@ -271,13 +273,16 @@ class PolicyTrainer:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return sequence_logprobs(self.model, token_ids)
 
-    def export(self, dtype: torch.dtype | None = None) -> list[weight_pack.Bucket]:
+    def export(self, dtype: torch.dtype | None = None, on_device: bool = False) -> list[weight_pack.Bucket]:
         """The policy's weights in a few flat buckets (learners/weight_pack.py), HF checkpoint names: the
-        live buffers themselves, or with `dtype` a cast copy."""
+        live buffers themselves, or with `dtype` a cast copy. Host arrays (for Ray's object store), or
+        with `on_device` tensors where the weights are (for a broadcast or CUDA IPC)."""
         if dtype is None:
-            return self.flat.buckets()
+            return self.flat.buckets(on_device)
         # the buffers are reused: an export is read (Ray copies it into its object store) before the next
-        return weight_pack.pack(self.model.state_dict().items(), dtype=dtype, reuse=self._export_buffers)
+        device = self.device if on_device else torch.device("cpu")
+        buffers = self._export_buffers.setdefault(device.type, [])
+        return weight_pack.pack(self.model.state_dict().items(), dtype=dtype, reuse=buffers, device=device)
 
     def save(self, out_dir: str | Path) -> None:
         """The policy in Hugging Face format; the critic (ppo) in `<out_dir>/critic`."""

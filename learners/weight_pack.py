@@ -56,11 +56,14 @@ def _offsets(sizes: list[int]) -> tuple[list[int], int]:
 
 @torch.no_grad()
 def pack(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_BYTES,
-         dtype: torch.dtype | None = None, reuse: list[torch.Tensor] | None = None) -> list[Bucket]:
+         dtype: torch.dtype | None = None, reuse: list[torch.Tensor] | None = None,
+         device: torch.device | None = None) -> list[Bucket]:
     """Copy the tensors (cast to `dtype` if given, e.g. bf16 for a GPU transfer) into buckets of
     about `bucket_bytes` each: one copy of the weights in all. `reuse`: byte buffers of an earlier
     call to write into (fresh pages cost more than the copy); a new one is appended when missing or
-    of another size, and the arrays returned then share those buffers."""
+    of another size, and the arrays returned then share those buffers. `device`: where the buckets
+    go (default the CPU, as numpy arrays; elsewhere, as tensors)."""
+    device = torch.device(device or "cpu")
     named = [(k, (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach()) for k, v in named]
     out = []
     for b, idx in enumerate(_layout(named, bucket_bytes)):
@@ -69,13 +72,13 @@ def pack(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_B
         if reuse is not None and b < len(reuse) and reuse[b].numel() == end:
             flat = reuse[b]
         else:
-            flat = torch.empty(end, dtype=torch.uint8)
+            flat = torch.empty(end, dtype=torch.uint8, device=device)
             if reuse is not None:
                 reuse[b:b + 1] = [flat]
         for i, off, n in zip(idx, offsets, sizes):
-            src = named[i][1].contiguous().cpu()
+            src = named[i][1].contiguous()
             flat[off:off + n].copy_(src.reshape(-1).view(torch.uint8))
-        out.append(Bucket(flat.numpy(), [named[i][0] for i in idx], [tuple(named[i][1].shape) for i in idx],
+        out.append(Bucket(flat.numpy() if device.type == "cpu" else flat, [named[i][0] for i in idx], [tuple(named[i][1].shape) for i in idx],
                           [str(named[i][1].dtype).removeprefix("torch.") for i in idx], offsets))
     return out
 
@@ -100,7 +103,7 @@ class FlatWeights:
             for b, group in enumerate(_layout([named[i] for i in unique], bucket_bytes)):
                 idx = [unique[g] for g in group]
                 offsets, end = _offsets([named[i][1].numel() * named[i][1].element_size() for i in idx])
-                flat = torch.empty(end, dtype=torch.uint8)
+                flat = torch.empty(end, dtype=torch.uint8, device=named[idx[0]][1].device)
                 for i, off in zip(idx, offsets):
                     t = named[i][1]
                     view = flat[off:off + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
@@ -117,13 +120,16 @@ class FlatWeights:
         self.offsets = [slot[first[id(t)]][1] for _, t in named]
         self._tensors = [t for _, t in named]
 
-    def buckets(self) -> list[Bucket]:
+    def buckets(self, on_device: bool = False) -> list[Bucket]:
+        """The live buffers: numpy arrays of them on the CPU, a host copy of them on a GPU (for Ray's
+        object store); with `on_device` the tensors themselves, wherever they are."""
         if any(t.data_ptr() != self.flats[b].data_ptr() + self.offsets[i]
                for b, idx in enumerate(self.entries) for i in idx for t in [self._tensors[i]]):
             raise RuntimeError("a weight was replaced rather than updated in place; its bucket is stale")
-        return [Bucket(flat.numpy(), [self.names[i] for i in idx], [self.shapes[i] for i in idx],
+        data = [f if on_device else (f.numpy() if f.device.type == "cpu" else f.cpu().numpy()) for f in self.flats]
+        return [Bucket(d, [self.names[i] for i in idx], [self.shapes[i] for i in idx],
                        [self.dtypes[i] for i in idx], [self.offsets[i] for i in idx])
-                for flat, idx in zip(self.flats, self.entries)]
+                for d, idx in zip(data, self.entries)]
 
 
 def unpack(buckets: list[Bucket]) -> Iterator[tuple[str, torch.Tensor]]:

@@ -121,6 +121,14 @@ def test_bad_values_name_key_and_allowed(tmp_path, good, section, key, value, ex
     assert f"{section}.{key}" in msg and expect in msg
 
 
+def test_cuda_ipc_needs_the_learner_and_generators_on_gpus(tmp_path, good):
+    good.setdefault("rollout", {})["sync_transport"] = "cuda_ipc"
+    msg = error_of(tmp_path, good)
+    assert "cuda_ipc" in msg and "resources.learner_gpus" in msg and "generator_gpus" in msg
+    good["resources"] = {"learner_gpus": 0.5, "generator_gpus": 0.5}
+    assert load_config(write(tmp_path, good)).rollout.sync_transport == "cuda_ipc"
+
+
 def test_missing_required_section(tmp_path, good):
     del good["data"]
     assert "data: required key is missing" in error_of(tmp_path, good)

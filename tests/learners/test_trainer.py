@@ -171,3 +171,27 @@ def test_kl_in_reward_reaches_every_token(tiny_model_dir):
         assert float(prep.returns[b, last]) == pytest.approx(score - 0.5 * float(kl[b, last]), abs=1e-5)
         assert float(prep.returns[b, first]) == pytest.approx(score - 0.5 * float(kl[b].sum()), abs=1e-5)
     assert float(kl.abs().sum()) > 0.1  # the check above is not against zeros
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_a_learner_on_the_gpu_trains_the_weights_the_cpu_one_does(tiny_model_dir, algorithm):
+    import numpy as np
+
+    from learners import state
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    settings = UpdateSettings(algorithm=algorithm, lr=1e-2, kl_coef=0.01)
+    cpu, gpu = PolicyTrainer(tiny_model_dir, settings), PolicyTrainer(tiny_model_dir, settings, device="cuda")
+    for _ in range(2):
+        batch = make_batch8(cpu)
+        a, b = cpu.update(batch), gpu.update(batch)
+        assert b["kl"] == pytest.approx(a["kl"], abs=1e-4)
+    for (name, x), (_, y) in zip(cpu.model.state_dict().items(), gpu.model.state_dict().items()):
+        assert y.is_cuda and torch.allclose(x, y.cpu(), atol=1e-4), name
+    assert gpu.export(on_device=True)[0].data.is_cuda and isinstance(gpu.export()[0].data, np.ndarray)
+    assert gpu.probe_logprobs([1, 5, 6, 2]) == pytest.approx(cpu.probe_logprobs([1, 5, 6, 2]), abs=1e-4)
+    saved = state.to_bytes(gpu)
+    gpu.update(make_batch8(cpu))
+    assert state.restore(gpu, saved) == 2 and gpu.model.lm_head.weight.is_cuda

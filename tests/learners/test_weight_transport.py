@@ -82,3 +82,73 @@ def test_a_layout_refuses_bytes_of_another_size():
 def test_an_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="gloo or nccl"):
         WeightGroup(free_address(), 0, 1, "mpi", "test/bad", timeout_s=5)
+
+
+# ---------------------------------------------------------------- GPU paths (skipped on CPU)
+
+def _ipc_child(plan, handles, out) -> None:
+    """Another process: open the learner's snapshot through its IPC handles and report each tensor's sum."""
+    from learners.weight_transport import open_ipc
+
+    torch.cuda.set_device(0)
+    out.put({k: float(v.double().sum()) for k, v in unpack(open_ipc(plan, handles))})
+
+
+@pytest.mark.gpu
+def test_cuda_ipc_hands_another_process_the_snapshot_not_the_live_weights():
+    import torch.multiprocessing as mp
+
+    from learners.weight_transport import IpcExporter
+
+    m = model().cuda()
+    flat = FlatWeights(m)
+    exporter = IpcExporter(max_staleness=0)
+    expected = {k: float(v.double().sum()) for k, v in m.state_dict().items()}
+    plan, handles = exporter.export(flat.buckets(on_device=True))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)  # the learner trains on; the snapshot must not change
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_ipc_child, args=(plan, handles, out))
+    child.start()
+    got = out.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert got[k] == pytest.approx(expected[k], rel=1e-6, abs=1e-6), k
+
+
+def _nccl_rank(rank: int, address: str, plans, results) -> None:
+    torch.cuda.set_device(rank)
+    group = WeightGroup(address, rank, 2, "nccl", "test/nccl", timeout_s=120)
+    if rank == 0:
+        torch.manual_seed(0)
+        buckets = pack([("a", torch.randn(1000)), ("b", torch.randn(7, 3))], device=torch.device("cuda", 0))
+        results.put(("sent", {k: float(v.sum()) for k, v in unpack(buckets)}))
+        plans.put(layouts(buckets))
+        sender = Sender(group)
+        sender.send(buckets)
+        sender.wait()
+    else:
+        got = Receiver(group, "cuda:1").receive(plans.get(timeout=120))
+        results.put(("got", {k: float(v.sum()) for k, v in unpack(got)}))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="NCCL needs two GPUs")
+def test_nccl_broadcast_between_two_gpus():
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    plans, results = ctx.Queue(), ctx.Queue()
+    address = free_address()
+    ranks = [ctx.Process(target=_nccl_rank, args=(r, address, plans, results)) for r in (0, 1)]
+    for r in ranks:
+        r.start()
+    got = dict(results.get(timeout=180) for _ in ranks)
+    for r in ranks:
+        r.join(timeout=60)
+    assert [r.exitcode for r in ranks] == [0, 0]
+    assert got["got"] == pytest.approx(got["sent"])
