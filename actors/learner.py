@@ -12,6 +12,13 @@ from learners.trainer import PolicyTrainer, UpdateSettings
 from learners.weight_pack import Bucket
 
 
+def _dtype(name: str | None):
+    """rollout.sync_dtype as a torch dtype (None: the learner's own)."""
+    import torch
+
+    return getattr(torch, name) if name else None
+
+
 @ray.remote
 class Learner:
     def __init__(self, model_dir: str, settings: UpdateSettings, threads: int = 1):
@@ -48,9 +55,7 @@ class Learner:
 
     def export(self, dtype: str | None = None) -> list[Bucket]:
         """The policy's weights as buckets (rollout.sync_dtype: None, "bfloat16" or "float16")."""
-        import torch
-
-        return self.trainer.export(getattr(torch, dtype) if dtype else None)
+        return self.trainer.export(_dtype(dtype))
 
     def weights_backend(self) -> str:
         """Backend of a weight group with this learner: nccl when its weights are on a GPU, else gloo."""
@@ -67,20 +72,16 @@ class Learner:
     def broadcast_weights(self, dtype: str | None = None) -> list:
         """Snapshot the policy's weights and broadcast them to the weight group in the background;
         returns their layout at once (what each receiver needs to take them)."""
-        import torch
-
-        return self.sender.send(self.trainer.export(getattr(torch, dtype) if dtype else None, on_device=True))
+        return self.sender.send(self.trainer.export(_dtype(dtype), on_device=True))
 
     def ipc_weights(self, dtype: str | None, depth: int) -> tuple[list, list]:
         """rollout.sync_transport cuda_ipc: snapshot the weights on this learner's GPU and return their
         layout and CUDA IPC handles (a ring of `depth` snapshots, learners/weight_transport.py)."""
-        import torch
-
         from learners.weight_transport import IpcExporter
 
         if getattr(self, "ipc", None) is None or self.ipc.snapshots.depth != depth:
-            self.ipc = IpcExporter(depth - 2)
-        return self.ipc.export(self.trainer.export(getattr(torch, dtype) if dtype else None, on_device=True))
+            self.ipc = IpcExporter(depth)
+        return self.ipc.export(self.trainer.export(_dtype(dtype), on_device=True))
 
     def export_nbytes(self, dtype: str | None = None) -> int:
         """Bytes of one export."""

@@ -104,8 +104,7 @@ class Controller:
         self.start_learners()
         self.sync = STRATEGIES[cfg.rollout.sync_transport](
             self.learner, self.generators, self._probe_ids(model_dir), cfg.logging.parity_tol, cfg.rollout.sync_dtype,
-            cfg.rollout.sync_reload, **({"max_staleness": cfg.rollout.max_staleness}
-                                        if cfg.rollout.sync_transport == "cuda_ipc" else {}))
+            cfg.rollout.sync_reload, cfg.rollout.max_staleness)
         self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
         self.gen_opts = gen_opts
         self.recovery: dict[str, int] = {}  # restarts per role, samples redone, steps replayed (this run)

@@ -16,10 +16,11 @@ class ParityError(RuntimeError):
 
 class WeightSync(ABC):
     def __init__(self, learner, generators: list, probe_ids: list[int], tol: float,
-                 dtype: str | None = None, reload: str = "inplace"):
+                 dtype: str | None = None, reload: str = "inplace", max_staleness: int = 0):
         self.learner = learner
         self.dtype = dtype  # rollout.sync_dtype: None moves the learner's own precision
         self.reload = reload  # rollout.sync_reload
+        self.max_staleness = max_staleness  # loads a generator may have queued: up to max_staleness + 1
         self.nbytes = ray.get(learner.export_nbytes.remote(dtype))  # what each generator receives per sync
         self.generators = generators
         self.probe_ids = probe_ids
@@ -126,12 +127,14 @@ class BroadcastSync(WeightSync):
             base += n
         ray.get(refs)
         self.formed += 1
-        self.members = [g._actor_id for g in self.generators] + [self.learner._actor_id]
+        self.members = self._members()
+
+    def _members(self) -> list:
+        return [g._actor_id for g in self.generators] + [self.learner._actor_id]
 
     def start(self, version: int) -> None:
         self.seconds = 0.0
-        if not self.formed or self.members != [g._actor_id for g in self.generators] + [self.learner._actor_id]:
-            # first sync, or a replaced generator or learner: a new group
+        if not self.formed or self.members != self._members():  # first sync, or a replaced generator or learner
             self.form()
         plan = self.learner.broadcast_weights.remote(self.dtype)  # after the learner's queued update
         self.pending.append((version, [g.receive_weights.remote(plan, version, self.reload) for g in self.generators]))
@@ -143,13 +146,9 @@ class CudaIpcSync(WeightSync):
     A generator has at most max_staleness + 1 loads queued, so the learner keeps a ring of
     max_staleness + 2 snapshots (learners/weight_transport.py::IpcExporter)."""
 
-    def __init__(self, *args, max_staleness: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.depth = max_staleness + 2
-
     def start(self, version: int) -> None:
         self.seconds = 0.0
-        exported = self.learner.ipc_weights.remote(self.dtype, self.depth)  # after the learner's queued update
+        exported = self.learner.ipc_weights.remote(self.dtype, self.max_staleness + 2)  # after the learner's queued update
         self.pending.append((version, [g.load_ipc.remote(exported, version, self.reload) for g in self.generators]))
 
 

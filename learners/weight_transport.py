@@ -64,6 +64,8 @@ class Snapshots:
         with torch.no_grad():
             for dst, s in zip(reuse, src):
                 dst.copy_(s)
+        if reuse and reuse[0].is_cuda:
+            torch.cuda.current_stream().synchronize()  # finished before another stream or process reads them
         self.ring.append(reuse)
         return reuse
 
@@ -110,8 +112,6 @@ class Sender:
     def send(self, buckets: list[Bucket]) -> list[Layout]:
         self._settle(keep=1)
         data = self.snapshots.take(buckets)
-        if data and data[0].is_cuda:
-            torch.cuda.current_stream().synchronize()  # the copies are done before NCCL's stream reads them
         self.inflight.append(self.pool.submit(self.group.broadcast, data))
         return layouts(buckets)
 
@@ -144,20 +144,19 @@ class Receiver:
 class IpcExporter:
     """The learner's side of cuda_ipc: each export snapshots the buckets on its GPU and returns IPC
     handles to the snapshot. A generator loads version v only after its calls queued before, and the
-    driver has at most max_staleness + 1 loads outstanding per generator, so a ring of
+    driver has at most max_staleness + 1 loads outstanding per generator, so a ring of `depth` =
     max_staleness + 2 snapshots is never overwritten while a load may still read it."""
 
-    def __init__(self, max_staleness: int):
-        self.snapshots = Snapshots(depth=max_staleness + 2)
+    def __init__(self, depth: int):
+        self.snapshots = Snapshots(depth)
 
     def export(self, buckets: list[Bucket]) -> tuple[list[Layout], list[tuple]]:
         from torch.multiprocessing.reductions import reduce_tensor
 
-        data = self.snapshots.take(buckets)
-        if not data or not data[0].is_cuda:
+        if not buckets or not torch.is_tensor(buckets[0].data) or not buckets[0].data.is_cuda:
             raise RuntimeError("rollout.sync_transport: cuda_ipc needs the learner's weights on a GPU "
                                "(resources.learner_gpus > 0); use broadcast or object_store")
-        torch.cuda.current_stream().synchronize()  # a reader in another process sees finished copies
+        data = self.snapshots.take(buckets)
         return layouts(buckets), [reduce_tensor(t) for t in data]
 
 

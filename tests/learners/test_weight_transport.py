@@ -1,5 +1,6 @@
 """Weight transports outside Ray's object store (learners/weight_transport.py): a real gloo group of
 three ranks (a learner and two receivers on threads of this process); NCCL and CUDA IPC are marked gpu."""
+import queue
 import threading
 
 import pytest
@@ -31,7 +32,6 @@ def test_a_broadcast_delivers_each_version_as_it_was_when_sent_while_the_learner
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             errors.append(e)
 
-    import queue
     ready = queue.Queue()
     threads = [threading.Thread(target=receive, args=(r,)) for r in (1, 2)]
     for t in threads:
@@ -102,7 +102,7 @@ def test_cuda_ipc_hands_another_process_the_snapshot_not_the_live_weights():
 
     m = model().cuda()
     flat = FlatWeights(m)
-    exporter = IpcExporter(max_staleness=0)
+    exporter = IpcExporter(depth=2)
     expected = {k: float(v.double().sum()) for k, v in m.state_dict().items()}
     plan, handles = exporter.export(flat.buckets(on_device=True))
     with torch.no_grad():
