@@ -243,3 +243,35 @@ def test_stale_connection_failures_neither_open_nor_close_the_breaker(srv, monke
     m = ens.metrics()["stale"]
     assert m["breaker_opens"] == 0 and m["error_rate"] == 0.0
     assert m["error_kinds"] == {"connection (ClientConnectionResetError)": 6}
+
+
+def test_a_connection_that_stays_stale_is_an_abstention_not_a_win(srv, monkeypatch):
+    # stale-connection attempts are neutral for the breaker, so nothing else stops them: they must
+    # still end after 1 + max_retries attempts, as an abstention (the source's failure policy), never
+    # as a verdict for either answer; once the connection is fine the same pair gets its real verdict
+    import aiohttp
+    import httpx
+    import openai
+
+    from rewards.judge import client as jc
+
+    SCRIPTS["stale_forever"] = prefers("right")
+    ens = ensemble(srv.base_url, "stale_forever", retry={"max_retries": 2, "backoff_base_s": 0.01},
+                   circuit_breaker={"failure_threshold": 1})
+    real, stale = jc.JudgeClient._attempt, {"on": True}
+
+    async def attempt(self, client, request):
+        if stale["on"]:
+            exc = openai.APIConnectionError(request=httpx.Request("POST", "http://judge"))
+            exc.__cause__ = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+            return None, jc._classify(exc)
+        return await real(self, client, request)
+
+    monkeypatch.setattr(jc.JudgeClient, "_attempt", attempt)
+    [cheat] = pairs(ens, [("q", "wrong", "right")])
+    assert cheat.winner == "abstain" and cheat.p_a is None
+    assert ens.metrics()["stale_forever"]["error_kinds"] == {"connection (ClientConnectionResetError)": 2 * 3}
+    assert srv.seen_by("stale_forever") == [] and ens.clients[0].breaker.state == CLOSED
+    stale["on"] = False  # the honest control: the same judge, reachable
+    [honest] = pairs(ens, [("q", "wrong", "right")])
+    assert honest.winner == "B"
