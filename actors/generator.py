@@ -1,6 +1,7 @@
 """RolloutGenerator: one vLLM engine per actor; samples, greedy answers, weight reloads, probes."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ VLLM_ENV = {
 
 @ray.remote
 class RolloutGenerator:
-    def __init__(self, model_dir: str, seed: int, max_model_len: int, threads: int = 1):
+    def __init__(self, model_dir: str, seed: int, max_model_len: int, threads: int = 1, dtype: str = "float32"):
         self.label = f"generator[seed {seed}]"  # its repr: what the dashboard and log lines show
         for key, value in VLLM_ENV.items():
             os.environ.setdefault(key, value)
@@ -30,10 +31,11 @@ class RolloutGenerator:
 
         torch.set_num_threads(threads)
         self.llm = LLM(
-            model=model_dir, dtype="float32", enforce_eager=True, seed=seed,
+            model=model_dir, dtype=dtype, enforce_eager=True, seed=seed,
             max_model_len=max_model_len, worker_extension_cls="actors.vllm_ext.WeightReloader",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        gc.freeze()  # the engine's start-up objects: no full collection scans them again (actors/learner.py)
         self.version = 0
         self.loads = 0  # load_weights calls (one per sync, whatever the number of tensors)
         self.reloaded_by: str | None = None  # how the last sync loaded: "inplace" or "vllm"

@@ -109,11 +109,12 @@ def _count_params(model_dir: Path) -> int:
 
 # ---------------------------------------------------------------- TRL side: configuration
 
-def trl_config_kwargs(shared: dict, out_dir: Path) -> dict:
+def trl_config_kwargs(shared: dict, out_dir: Path, bf16: bool = False) -> dict:
     """GRPOConfig(**kwargs) for the same task at TRL's best CPU settings: fp32, no vLLM, no
     gradient checkpointing, no reporting. One optimizer step sees 16 prompts × 16 samples:
     per_device_train_batch_size counts completions, steps_per_generation=1 makes the generation
-    batch (per_device × steps_per_generation = 256) one step's batch."""
+    batch (per_device × steps_per_generation = 256) one step's batch. `bf16`: TRL's mixed precision
+    (bf16 autocast in generation and training; --trl-precision bf16), to check fp32 is its best."""
     s = shared
     batch = s["prompts_per_step"] * s["samples_per_prompt"]
     return {
@@ -126,7 +127,7 @@ def trl_config_kwargs(shared: dict, out_dir: Path) -> dict:
         "beta": s["beta"], "epsilon": s["epsilon"], "epsilon_high": s["epsilon"],
         "loss_type": "dapo",  # token mean over the whole batch = threefold's token_mean (one process, no accumulation)
         "scale_rewards": "group",  # GRPO: (r - group mean) / group std, as threefold's grpo
-        "use_vllm": False, "bf16": False, "fp16": False, "gradient_checkpointing": False, "use_cpu": True,
+        "use_vllm": False, "bf16": bf16, "fp16": False, "gradient_checkpointing": False, "use_cpu": True,
         "report_to": [], "logging_steps": s["steps"], "disable_tqdm": True, "log_completions": False,
         "save_strategy": "no", "eval_strategy": "no", "dataloader_num_workers": 0, "remove_unused_columns": False,
     }
@@ -147,10 +148,10 @@ def trl_view(kw: dict) -> dict:
 
 # ---------------------------------------------------------------- TRL side (parent)
 
-def run_trl(shared: dict, model_dir: Path, work: Path, warmup: int) -> dict:
+def run_trl(shared: dict, model_dir: Path, work: Path, warmup: int, bf16: bool = False) -> dict:
     if not (TRL_DIR / "trl").is_dir():
         sys.exit("TRL is not installed for the bench: run `bash bench/setup_trl.sh` first")
-    spec = {"shared": shared, "model_dir": str(model_dir), "kwargs": trl_config_kwargs(shared, work / "trl-out"),
+    spec = {"shared": shared, "model_dir": str(model_dir), "kwargs": trl_config_kwargs(shared, work / "trl-out", bf16),
             "result": str(work / "trl-result.json")}
     spec_path = work / "trl-spec.json"
     spec_path.write_text(json.dumps(spec))

@@ -1,6 +1,7 @@
 """The RL loop on the driver: sample prompts → generate → reward → learn → sync weights."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -46,7 +47,7 @@ def update_settings(cfg: RunConfig) -> UpdateSettings:
         kl_horizon=a.kl.horizon, tis_cap=a.tis_cap, epochs=lr.epochs, minibatches=lr.minibatches,
         micro_batch_size=lr.micro_batch_size, max_new_tokens=cfg.rollout.max_new_tokens,
         warmup_steps=lr.warmup_steps, schedule=lr.schedule, total_steps=cfg.steps, min_lr_ratio=lr.min_lr_ratio,
-        critic=critic, seed=cfg.seed,
+        critic=critic, seed=cfg.seed, matmul_precision=lr.matmul_precision,
     )
 
 
@@ -97,13 +98,13 @@ class Controller:
         self.owns_generators = generators is None
         self.generators = generators or [
             RolloutGenerator.options(**opts).remote(model_dir, cfg.seed + rank, cfg.rollout.max_model_len,
-                                                    res.generator_threads or res.threads_per_actor)
+                                                    res.generator_threads or res.threads_per_actor, cfg.rollout.dtype)
             for rank, opts in enumerate(gen_opts)
         ]
         self.learner_opts = learner_opts
         self.start_learners()
         self.sync = STRATEGIES[cfg.rollout.sync_transport](
-            self.learner, self.generators, self._probe_ids(model_dir), cfg.logging.parity_tol, cfg.rollout.sync_dtype,
+            self.learner, self.generators, self._probe_ids(model_dir), cfg.parity_tolerance(), cfg.rollout.sync_dtype,
             cfg.rollout.sync_reload, cfg.rollout.max_staleness)
         self.pipeline = RolloutPipeline(cfg, self.generators, self.sampler, self.router)
         self.gen_opts = gen_opts
@@ -259,6 +260,7 @@ class Controller:
     def _run(self, progress: bool) -> dict:
         from tqdm import tqdm
 
+        gc.freeze()  # what start-up built stays: no full collection scans it again (actors/learner.py)
         cfg = self.cfg
         ray.get([g.get_version.remote() for g in self.generators] + [ln.get_version.remote() for ln in self.learners])
         if self.start_step:

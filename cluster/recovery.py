@@ -39,7 +39,8 @@ def heal_generator(ctrl, rank: int):
     opts = ctrl.gen_opts[rank] if rank < len(ctrl.gen_opts) else {"num_cpus": res.generator_cpus}
     for attempt in range(1, START_TRIES + 1):
         new = RolloutGenerator.options(**opts).remote(str(cfg.policy.model_dir.resolve()), cfg.seed + rank,
-                                                      cfg.rollout.max_model_len, res.generator_threads or res.threads_per_actor)
+                                                      cfg.rollout.max_model_len, res.generator_threads or res.threads_per_actor,
+                                                      cfg.rollout.dtype)
         ctrl.generators[rank] = new  # the list the pipeline and the weight sync share
         try:
             # a node killed without grace is declared dead only after missed heartbeats; until then its

@@ -4,6 +4,7 @@ over shuffled minibatches, and the off-policy correction for stale or mismatched
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class UpdateSettings:
     min_lr_ratio: float = 0.0
     critic: CriticSettings = field(default_factory=CriticSettings)
     seed: int = 0
+    matmul_precision: str = "float32"  # or "reduced": bf16 inputs on CPU (oneDNN), TF32 on CUDA
 
 
 @dataclass
@@ -70,6 +72,22 @@ class Prepared:
     returns: torch.Tensor | None
     old_values: torch.Tensor | None
     weights: torch.Tensor | None
+
+
+@contextmanager
+def matmul_precision(kind: str):
+    """fp32 matrix products with bf16 (CPU, oneDNN) or TF32 (CUDA) inputs inside, when `kind` is
+    "reduced"; the process's own setting again after (torch keeps it per process)."""
+    if kind == "float32":
+        yield
+        return
+    cpu, cuda = torch.backends.mkldnn.matmul, torch.backends.cuda.matmul
+    before = cpu.fp32_precision, cuda.fp32_precision
+    cpu.fp32_precision, cuda.fp32_precision = "bf16", "tf32"
+    try:
+        yield
+    finally:
+        cpu.fp32_precision, cuda.fp32_precision = before
 
 
 class PolicyTrainer:
@@ -113,13 +131,18 @@ class PolicyTrainer:
 
     def _optimizer(self, model, lr: float):
         s = self.settings
+        sharded = sharding.has_shards(model)  # DTensor and Tensor mixed: the plain per-tensor loop
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay, betas=s.betas,
-                                foreach=False if sharding.has_shards(model) else None)  # DTensor and Tensor mixed
+                                foreach=False if sharded else None, fused=None if sharded else True)
         return opt, torch.optim.lr_scheduler.LambdaLR(
             opt, lr_lambda(s.schedule, s.warmup_steps, s.total_steps, s.min_lr_ratio))
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """Epochs × shuffled minibatches of optimizer steps on one scored batch."""
+        with matmul_precision(self.settings.matmul_precision):
+            return self._update(batch)
+
+    def _update(self, batch: RolloutBatch) -> dict[str, float]:
         s = self.settings
         lag = self.version - batch.policy_version
         whole = pack(batch, self.tokenizer.pad_token_id).to(self.device)

@@ -43,6 +43,15 @@ def test_good_config_loads_with_defaults(tmp_path, good):
     assert cfg.learner.lr == 1e-4
 
 
+def test_parity_tolerance_defaults_to_the_generators_precision(tmp_path, good):
+    assert load_config(write(tmp_path, good)).parity_tolerance() == 1e-3
+    for rollout in ({"dtype": "bfloat16"}, {"dtype": "float16"}, {"sync_dtype": "bfloat16"}):
+        assert load_config(write(tmp_path, {**good, "rollout": {**good.get("rollout", {}), **rollout}})).parity_tolerance() == 0.1
+    chosen = {**good, "rollout": {**good.get("rollout", {}), "dtype": "bfloat16"}, "logging": {"parity_tol": 0.05}}
+    assert load_config(write(tmp_path, chosen)).parity_tolerance() == 0.05
+    assert "rollout.dtype" in error_of(tmp_path, {**good, "rollout": {**good.get("rollout", {}), "dtype": "fp8"}})
+
+
 def test_algorithm_defaults_follow_the_name(tmp_path, good):
     good["algorithm"] = {"name": "dr_grpo"}
     assert load_config(write(tmp_path, good)).algorithm.aggregation() == "seq_mean_token_sum_norm"

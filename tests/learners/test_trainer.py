@@ -195,3 +195,22 @@ def test_a_learner_on_the_gpu_trains_the_weights_the_cpu_one_does(tiny_model_dir
     saved = state.to_bytes(gpu)
     gpu.update(make_batch8(cpu))
     assert state.restore(gpu, saved) == 2 and gpu.model.lm_head.weight.is_cuda
+
+
+def test_reduced_matmul_precision_trains_alike_and_leaves_the_process_setting(tiny_model_dir):
+    """learner.matmul_precision reduced: the update's matrix products take bf16 inputs (oneDNN);
+    the weights move as the exact update moves them, and the process's setting is restored."""
+    flags = torch.backends.mkldnn.matmul
+    before = flags.fp32_precision
+    trainers = {k: PolicyTrainer(tiny_model_dir, UpdateSettings(lr=1e-3, kl_coef=0.01, matmul_precision=k))
+                for k in ("float32", "reduced")}
+    start = torch.cat([p.detach().flatten().clone() for p in trainers["float32"].model.parameters()])
+    batch = make_batch8(trainers["float32"])
+    stats = {k: [t.update(batch) for _ in range(2)] for k, t in trainers.items()}
+    assert flags.fp32_precision == before
+    flat = {k: torch.cat([p.detach().flatten() for p in t.model.parameters()]) for k, t in trainers.items()}
+    moved, apart = (flat["float32"] - start).norm(), (flat["reduced"] - flat["float32"]).norm()
+    assert apart < 0.2 * moved, (apart, moved)
+    assert abs(stats["reduced"][1]["kl"] - stats["float32"][1]["kl"]) < 0.2 * abs(stats["float32"][1]["kl"]) + 1e-6
+    if torch.cpu._is_avx512_bf16_supported():  # otherwise oneDNN has no bf16 path and computes in fp32
+        assert apart > 0, "matmul_precision reduced changed nothing"
