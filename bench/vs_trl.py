@@ -54,8 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="passed through to `threefold train --set` (repeatable)")
     p.add_argument("--only", choices=("trl", "threefold"), default=None, help="run one side only")
-    p.add_argument("--trl-precision", choices=("fp32", "bf16"), default="fp32",
-                   help="TRL's precision: fp32 (default, its fastest here) or bf16 mixed precision")
+    p.add_argument("--trl-precision", choices=("fp32", "bf16", "bf16-matmul"), default="fp32",
+                   help="TRL's precision: fp32 (default), bf16 (its mixed precision: bf16 autocast), or "
+                        "bf16-matmul (fp32 with bf16 inputs to every matrix product through oneDNN, what "
+                        "threefold's learner.matmul_precision reduced does in its learner)")
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the steady-state statistics")
     p.add_argument("--eval-size", type=int, default=500, help="held-out rows (the first N of eval.jsonl)")
     p.add_argument("--out", type=Path, default=None,
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only != "threefold":  # TRL first: it is the baseline, and one heavy process at a time
             load = os.getloadavg()[0]
-            results["trl"] = {**run_trl(shared, model_dir, work, args.warmup, args.trl_precision == "bf16"),
+            results["trl"] = {**run_trl(shared, model_dir, work, args.warmup, args.trl_precision),
                               "load_before": load, "precision": args.trl_precision}
             print(f"[trl] {results['trl']['steady_samples_per_s']:.1f} samples/s steady", flush=True)
         if args.only != "trl":

@@ -148,10 +148,11 @@ def trl_view(kw: dict) -> dict:
 
 # ---------------------------------------------------------------- TRL side (parent)
 
-def run_trl(shared: dict, model_dir: Path, work: Path, warmup: int, bf16: bool = False) -> dict:
+def run_trl(shared: dict, model_dir: Path, work: Path, warmup: int, precision: str = "fp32") -> dict:
     if not (TRL_DIR / "trl").is_dir():
         sys.exit("TRL is not installed for the bench: run `bash bench/setup_trl.sh` first")
-    spec = {"shared": shared, "model_dir": str(model_dir), "kwargs": trl_config_kwargs(shared, work / "trl-out", bf16),
+    spec = {"shared": shared, "model_dir": str(model_dir), "kwargs": trl_config_kwargs(shared, work / "trl-out", precision == "bf16"),
+            "bf16_matmul": precision == "bf16-matmul",
             "result": str(work / "trl-result.json")}
     spec_path = work / "trl-spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -192,6 +193,8 @@ def trl_worker(spec_path: Path) -> None:
 
     spec = json.loads(spec_path.read_text())
     shared, model_dir = spec["shared"], spec["model_dir"]
+    if spec.get("bf16_matmul"):  # what threefold's learner.matmul_precision reduced sets, for the whole process
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
     checker = MathChecker(timeout_s=shared["reward_timeout_s"])  # what the `math` source's verifiers run
 
     def math_reward(completions, answer, **_):
