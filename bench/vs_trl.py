@@ -14,6 +14,7 @@ side, the step statistics and the model building are in bench/vs_trl_trl.py.
 
     .venv/bin/python bench/vs_trl.py [--steps 600] [--model-size demo|30m] [--set KEY=VALUE ...]
                                      [--only trl|threefold] [--warmup 5] [--out PATH]
+                                     [--precision fp32|reduced] [--trl-precision fp32|bf16|bf16-matmul]
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ SHARED_KEYS = ("steps", "seed", "policy.", "data.", "reward.", "rollout.prompts_
 
 # ---------------------------------------------------------------- settings shared by both sides
 
+# --precision reduced on threefold's side: bf16 engines, bf16 inputs to the learner's matrix products
+REDUCED = ("rollout.dtype=bfloat16", "learner.matmul_precision=reduced")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,10 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="passed through to `threefold train --set` (repeatable)")
     p.add_argument("--only", choices=("trl", "threefold"), default=None, help="run one side only")
-    p.add_argument("--trl-precision", choices=("fp32", "bf16", "bf16-matmul"), default="fp32",
-                   help="TRL's precision: fp32 (default), bf16 (its mixed precision: bf16 autocast), or "
-                        "bf16-matmul (fp32 with bf16 inputs to every matrix product through oneDNN, what "
-                        "threefold's learner.matmul_precision reduced does in its learner)")
+    p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
+                   help="both sides: fp32 (default), or reduced: bf16 inputs to the matrix products "
+                        "(oneDNN) on both, i.e. TRL with bf16-matmul and threefold with "
+                        f"{' '.join(REDUCED)}")
+    p.add_argument("--trl-precision", choices=("fp32", "bf16", "bf16-matmul"), default=None,
+                   help="TRL's side only (default: what --precision gives it): fp32, bf16 (its mixed "
+                        "precision: bf16 autocast), or bf16-matmul (fp32 with bf16 inputs to every matrix "
+                        "product through oneDNN, generation included)")
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the steady-state statistics")
     p.add_argument("--eval-size", type=int, default=500, help="held-out rows (the first N of eval.jsonl)")
     p.add_argument("--out", type=Path, default=None,
@@ -72,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for o in a.overrides:
         if "=" not in o or not o.split("=", 1)[0].strip():
             p.error(f"--set expects KEY=VALUE, got {o!r}")
+    if a.trl_precision is None:
+        a.trl_precision = "bf16-matmul" if a.precision == "reduced" else "fp32"
+    if a.precision == "reduced":
+        a.overrides = [*REDUCED, *a.overrides]  # a later --set of the same key wins
     if a.out is None:
         a.out = Path(tempfile.gettempdir()) / "threefold-bench" / f"vs_trl-{a.model_size}-{a.steps}.json"
     return a
@@ -266,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(1-min load {r['load_before']:.1f} before it started, {os.cpu_count()} CPUs); compare medians or rerun")
     line = final_line(args.model_size, args.steps, results, model["trained"])
     out = {"shared": shared, "model": {**model, "dir": str(model_dir)}, "overrides": args.overrides,
+           "precision": args.precision, "trl_precision": args.trl_precision,
            "warmup": args.warmup, "results": results, "summary": line}
     if "threefold" in results and "trl" in results:
         t, r = results["threefold"], results["trl"]

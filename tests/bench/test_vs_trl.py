@@ -32,6 +32,30 @@ def test_arguments_defaults_and_overrides(tmp_path):
             vt.parse_args(bad)
 
 
+def test_precision_sets_both_sides_alike_unless_trl_is_named(tmp_path, monkeypatch):
+    a = vt.parse_args([])
+    assert (a.precision, a.trl_precision) == ("fp32", "fp32")
+    r = vt.parse_args(["--precision", "reduced", "--set", "rollout.dtype=float32"])
+    assert r.trl_precision == "bf16-matmul"
+    assert r.overrides == ["rollout.dtype=bfloat16", "learner.matmul_precision=reduced", "rollout.dtype=float32"]
+    assert vt.parse_args(["--precision", "reduced", "--trl-precision", "fp32"]).trl_precision == "fp32"
+    # what the TRL subprocess is told: autocast through GRPOConfig, bf16 matmul inputs through the spec
+    specs = {}
+    monkeypatch.setattr(vtt, "ROOT", tmp_path)
+    monkeypatch.setattr(vtt, "TRL_DIR", tmp_path / "trl-env")
+    (tmp_path / "trl-env" / "trl").mkdir(parents=True)
+    monkeypatch.setattr(vtt.subprocess, "call", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    shared = vt.shared_settings(vt.parse_args(["--steps", "3"]))
+    for precision in ("fp32", "bf16", "bf16-matmul"):
+        work = tmp_path / precision
+        work.mkdir()
+        with pytest.raises(RuntimeError, match="stop"):
+            vtt.run_trl(shared, tmp_path, work, 0, precision)
+        spec = json.loads((work / "trl-spec.json").read_text())
+        specs[precision] = (spec["kwargs"]["bf16"], spec["bf16_matmul"])
+    assert specs == {"fp32": (False, False), "bf16": (True, False), "bf16-matmul": (False, True)}
+
+
 def test_overrides_pass_through_to_threefold_train(tmp_path):
     cmd = vt.threefold_command(tmp_path / "c.yaml", ["rollout.max_staleness=1", "algorithm.name=rloo"])
     assert cmd[0].endswith(".venv/bin/threefold") and cmd[1:3] == ["train", str(tmp_path / "c.yaml")]
