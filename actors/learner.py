@@ -32,9 +32,8 @@ class Learner:
         if self.device != "cpu":
             torch.cuda.set_device(0)
         self.trainer = PolicyTrainer(model_dir, settings, device=self.device)
-        # the ~400k objects of torch, transformers and Ray never become garbage: out of the collector's
-        # sight, a full collection no longer scans them every few updates (a tenth to a third of a small
-        # model's update, bench/README.md)
+        # the ~400k start-up objects of torch, transformers and Ray never become garbage: frozen, a
+        # full collection no longer scans them (a scan of that size takes a few tenths of a second)
         gc.freeze()
 
     def address(self) -> str:
