@@ -96,11 +96,7 @@ class Controller:
         self.sampler = PromptSampler(self.train_rows, cfg.data.shuffle_seed)
         self.initial_sampler = self.sampler.state()  # where a learner restart without a checkpoint goes back to
         self.owns_generators = generators is None
-        self.generators = generators or [
-            RolloutGenerator.options(**opts).remote(model_dir, cfg.seed + rank, cfg.rollout.max_model_len,
-                                                    res.generator_threads or res.threads_per_actor, cfg.rollout.dtype)
-            for rank, opts in enumerate(gen_opts)
-        ]
+        self.generators = generators or [self.start_generator(rank, opts) for rank, opts in enumerate(gen_opts)]
         self.learner_opts = learner_opts
         self.start_learners()
         self.sync = STRATEGIES[cfg.rollout.sync_transport](
@@ -121,6 +117,13 @@ class Controller:
         self.rollout_log = RolloutLog(run_dir / "rollouts.jsonl", resume[1] if resume else None) \
             if cfg.logging.rollouts else None
         self.version = 0
+
+    def start_generator(self, rank: int, opts: dict):
+        """A new RolloutGenerator for `rank` with this run's engine settings (at start, and for a replacement)."""
+        cfg, res = self.cfg, self.cfg.resources
+        return RolloutGenerator.options(**opts).remote(str(cfg.policy.model_dir.resolve()), cfg.seed + rank,
+                                                       cfg.rollout.max_model_len,
+                                                       res.generator_threads or res.threads_per_actor, cfg.rollout.dtype)
 
     def start_learners(self) -> None:
         """The learner group at the policy's initial weights (a restart loads a checkpoint after this)."""

@@ -26,8 +26,6 @@ def alive(actor) -> bool:
 def heal_generator(ctrl, rank: int):
     """Generator `rank` died (or stopped answering): start another in its place, give it the learner's
     current weights and check its log-prob parity before anything is queued on it."""
-    from actors.generator import RolloutGenerator
-
     old = ctrl.generators[rank]
     if alive(old):  # already replaced, or it only looked dead to a caller
         return old
@@ -35,12 +33,9 @@ def heal_generator(ctrl, rank: int):
         ray.kill(old)
     except Exception:  # noqa: BLE001 - already gone
         pass
-    cfg, res = ctrl.cfg, ctrl.cfg.resources
-    opts = ctrl.gen_opts[rank] if rank < len(ctrl.gen_opts) else {"num_cpus": res.generator_cpus}
+    opts = ctrl.gen_opts[rank] if rank < len(ctrl.gen_opts) else {"num_cpus": ctrl.cfg.resources.generator_cpus}
     for attempt in range(1, START_TRIES + 1):
-        new = RolloutGenerator.options(**opts).remote(str(cfg.policy.model_dir.resolve()), cfg.seed + rank,
-                                                      cfg.rollout.max_model_len, res.generator_threads or res.threads_per_actor,
-                                                      cfg.rollout.dtype)
+        new = ctrl.start_generator(rank, opts)
         ctrl.generators[rank] = new  # the list the pipeline and the weight sync share
         try:
             # a node killed without grace is declared dead only after missed heartbeats; until then its
