@@ -15,6 +15,7 @@ side, the step statistics and the model building are in bench/vs_trl_trl.py.
     .venv/bin/python bench/vs_trl.py [--steps 600] [--model-size demo|30m] [--set KEY=VALUE ...]
                                      [--only trl|threefold] [--warmup 5] [--out PATH]
                                      [--precision fp32|reduced] [--trl-precision fp32|bf16|bf16-matmul]
+                                     [--compile] [--trl-compile on|off]
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ SHARED_KEYS = ("steps", "seed", "policy.", "data.", "reward.", "rollout.prompts_
 
 # --precision reduced on threefold's side: bf16 engines, bf16 inputs to the learner's matrix products
 REDUCED = ("rollout.dtype=bfloat16", "learner.matmul_precision=reduced")
+COMPILE = "learner.compile=true"  # --compile on threefold's side
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="TRL's side only (default: what --precision gives it): fp32, bf16 (its mixed "
                         "precision: bf16 autocast), or bf16-matmul (fp32 with bf16 inputs to every matrix "
                         "product through oneDNN, generation included)")
+    p.add_argument("--compile", action="store_true",
+                   help="both sides through torch.compile: threefold learner.compile=true, TRL torch_compile=True "
+                        "(its policy model; generation and training)")
+    p.add_argument("--trl-compile", choices=("on", "off"), default=None,
+                   help="TRL's side only (default: what --compile gives it)")
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the steady-state statistics")
     p.add_argument("--eval-size", type=int, default=500, help="held-out rows (the first N of eval.jsonl)")
     p.add_argument("--out", type=Path, default=None,
@@ -83,8 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--set expects KEY=VALUE, got {o!r}")
     if a.trl_precision is None:
         a.trl_precision = "bf16-matmul" if a.precision == "reduced" else "fp32"
+    if a.trl_compile is None:
+        a.trl_compile = "on" if a.compile else "off"
     if a.precision == "reduced":
         a.overrides = [*REDUCED, *a.overrides]  # a later --set of the same key wins
+    if a.compile:
+        a.overrides = [COMPILE, *a.overrides]
     if a.out is None:
         a.out = Path(tempfile.gettempdir()) / "threefold-bench" / f"vs_trl-{a.model_size}-{a.steps}.json"
     return a
@@ -256,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only != "threefold":  # TRL first: it is the baseline, and one heavy process at a time
             load = os.getloadavg()[0]
-            results["trl"] = {**run_trl(shared, model_dir, work, args.warmup, args.trl_precision),
-                              "load_before": load, "precision": args.trl_precision}
+            results["trl"] = {**run_trl(shared, model_dir, work, args.warmup, args.trl_precision,
+                                        args.trl_compile == "on"),
+                              "load_before": load, "precision": args.trl_precision, "compile": args.trl_compile == "on"}
             print(f"[trl] {results['trl']['steady_samples_per_s']:.1f} samples/s steady", flush=True)
         if args.only != "trl":
             load = os.getloadavg()[0]
@@ -279,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(1-min load {r['load_before']:.1f} before it started, {os.cpu_count()} CPUs); compare medians or rerun")
     line = final_line(args.model_size, args.steps, results, model["trained"])
     out = {"shared": shared, "model": {**model, "dir": str(model_dir)}, "overrides": args.overrides,
-           "precision": args.precision, "trl_precision": args.trl_precision,
+           "precision": args.precision, "trl_precision": args.trl_precision, "compile": args.compile,
+           "trl_compile": args.trl_compile,
            "warmup": args.warmup, "results": results, "summary": line}
     if "threefold" in results and "trl" in results:
         t, r = results["threefold"], results["trl"]

@@ -148,10 +148,12 @@ def trl_view(kw: dict) -> dict:
 
 # ---------------------------------------------------------------- TRL side (parent)
 
-def run_trl(shared: dict, model_dir: Path, work: Path, warmup: int, precision: str = "fp32") -> dict:
+def run_trl(shared: dict, model_dir: Path, work: Path, warmup: int, precision: str = "fp32",
+            compile: bool = False) -> dict:
     if not (TRL_DIR / "trl").is_dir():
         sys.exit("TRL is not installed for the bench: run `bash bench/setup_trl.sh` first")
-    spec = {"shared": shared, "model_dir": str(model_dir), "kwargs": trl_config_kwargs(shared, work / "trl-out", precision == "bf16"),
+    spec = {"shared": shared, "model_dir": str(model_dir),
+            "kwargs": {**trl_config_kwargs(shared, work / "trl-out", precision == "bf16"), "torch_compile": compile},
             "bf16_matmul": precision == "bf16-matmul",
             "result": str(work / "trl-result.json")}
     spec_path = work / "trl-spec.json"

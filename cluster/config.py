@@ -200,6 +200,8 @@ class LearnerConfig(Section):
     """Floor of the cosine schedule as a fraction of lr."""
     matmul_precision: Literal["float32", "reduced"] = "float32"
     """Matrix products of the update (forward and backward). float32: exact. reduced: their inputs rounded to bf16 on a CPU (oneDNN, with AVX-512 BF16 or AMX) or to TF32 on an NVIDIA GPU, accumulated in fp32; weights, optimizer state, softmax, log-probs and losses stay fp32. On the 2-core box the demo's update took 15-20% less time. The parity probe and held-out scoring stay float32."""
+    compile: bool = False
+    """Run the learner's forward passes (policy, reference, critic) through torch.compile: prompt and response tokens share each matrix product, and the norms, rotary embedding, SiLU and attention softmax are fused. Llama and Qwen2 models; not with learner_sharding fsdp2. The first update waits for the compilation (about 2 minutes on the 2-core box; cached on disk for later runs); on the 2-core box the demo's update then took about 25% less time. Results agree with the eager path to float rounding."""
 
 
 Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
@@ -377,4 +379,11 @@ class RunConfig(Section):
             raise ValueError("rollout.sync_transport: cuda_ipc copies from the learner's GPU memory; set "
                              "resources.learner_gpus and resources.generator_gpus > 0 (the learner and its generators "
                              "sharing a GPU), or use sync_transport: broadcast or object_store")
+        return self
+
+    @model_validator(mode="after")
+    def _compile_not_sharded(self) -> "RunConfig":
+        if self.learner.compile and self.resources.learner_sharding == "fsdp2":
+            raise ValueError("learner.compile does not take FSDP2-sharded weights: set learner.compile: false or "
+                             "resources.learner_sharding: replicate")
         return self

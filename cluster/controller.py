@@ -47,7 +47,7 @@ def update_settings(cfg: RunConfig) -> UpdateSettings:
         kl_horizon=a.kl.horizon, tis_cap=a.tis_cap, epochs=lr.epochs, minibatches=lr.minibatches,
         micro_batch_size=lr.micro_batch_size, max_new_tokens=cfg.rollout.max_new_tokens,
         warmup_steps=lr.warmup_steps, schedule=lr.schedule, total_steps=cfg.steps, min_lr_ratio=lr.min_lr_ratio,
-        critic=critic, seed=cfg.seed, matmul_precision=lr.matmul_precision,
+        critic=critic, seed=cfg.seed, matmul_precision=lr.matmul_precision, compile=lr.compile,
     )
 
 

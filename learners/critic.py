@@ -25,6 +25,6 @@ def load_critic(model_dir: str | Path) -> PreTrainedModel:
     return critic
 
 
-def response_values(critic: PreTrainedModel, p: PackedBatch) -> torch.Tensor:
+def response_values(critic: PreTrainedModel, p: PackedBatch, hidden=response_hidden) -> torch.Tensor:
     """V(s_t) for the state before response token t (aligned with its log-prob): [B, T]."""
-    return critic.score(critic.dropout(response_hidden(critic, p)))[..., 0].float()
+    return critic.score(critic.dropout(hidden(critic, p)))[..., 0].float()

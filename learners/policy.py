@@ -47,10 +47,11 @@ def response_hidden(model: PreTrainedModel, p: PackedBatch) -> torch.Tensor:
     return torch.cat([last[p.owner].unsqueeze(1), resp.last_hidden_state[:, :-1]], 1)
 
 
-def response_logprobs(model: PreTrainedModel, p: PackedBatch, with_entropy: bool = False):
+def response_logprobs(model: PreTrainedModel, p: PackedBatch, with_entropy: bool = False, hidden=response_hidden):
     """log π(y_t | prompt, y_<t) for every response position: [B, T] (and entropy [B, T]); the
-    vocabulary projection runs on response positions only."""
-    logits = model.get_output_embeddings()(response_hidden(model, p)).float()
+    vocabulary projection runs on response positions only. `hidden`: response_hidden or its compiled
+    form (learners/fast_forward.py)."""
+    logits = model.get_output_embeddings()(hidden(model, p)).float()
     return _gather(logits, p.response_ids, with_entropy)
 
 

@@ -15,10 +15,10 @@ from learners.advantages import AdvantageInputs, estimators
 from learners.critic import load_critic, response_values
 from learners.kl_control import KLController
 from learners.losses import Clip, Norm, aggregate, explained_variance, kl_estimators, policy_loss, value_loss
-from learners.policy import response_logprobs, sequence_logprobs
+from learners.policy import response_hidden, response_logprobs, sequence_logprobs
 from learners.rollout import PackedBatch, RolloutBatch, pack
 from learners.schedule import lr_lambda
-from learners import distributed, sharding, weight_pack
+from learners import distributed, fast_forward, sharding, weight_pack
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class UpdateSettings:
     critic: CriticSettings = field(default_factory=CriticSettings)
     seed: int = 0
     matmul_precision: str = "float32"  # or "reduced": bf16 inputs on CPU (oneDNN), TF32 on CUDA
+    compile: bool = False  # the response forward pass through torch.compile (learners/fast_forward.py)
 
 
 @dataclass
@@ -118,12 +119,41 @@ class PolicyTrainer:
         self.train_model = self.model  # what the optimizer updates: the policy itself, or its FSDP2 shards
         self.sharded = False
         self.idle_passes = 0  # FSDP2 passes made only to keep pace with a busier rank
+        self.hidden = response_hidden
+        if s.compile:
+            for name, m in [("policy", self.model)] + [("critic", self.critic)] * (self.critic is not None):
+                why = fast_forward.unsupported(m)
+                if why:
+                    raise ValueError(f"learner.compile: the {name} model has {why}; set learner.compile: false")
+            self.hidden = fast_forward.CompiledHidden()
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile at start-up (beside the engines' own start) instead of inside the first update: a
+        forward and backward pass on a small made-up batch, whose gradients are then dropped."""
+        vocab = self.model.config.vocab_size
+        ids = lambda *shape: (torch.arange(torch.Size(shape).numel()) % vocab).view(shape).clone()  # not a view: dynamo guards on that
+        owner = torch.tensor([0, 0, 1, 1, 2, 2, 2])  # sizes all different: equal ones would be traced as one
+        tiny = PackedBatch(ids(3, 5), torch.tensor([5, 3, 4]), owner, ids(7, 6), torch.ones(7, 6), torch.zeros(7, 6),
+                           torch.zeros(7), owner).to(self.device)
+        for model in [self.model] + [self.critic] * (self.critic is not None):
+            out = (response_logprobs(model, tiny, with_entropy=True, hidden=self.hidden)[0] if model is self.model
+                   else response_values(model, tiny, hidden=self.hidden))
+            out.sum().backward()
+            model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            response_logprobs(self.reference, tiny, hidden=self.hidden)
+            if self.critic is not None:
+                response_values(self.critic, tiny, hidden=self.hidden)
 
     def shard_policy(self) -> None:
         """FSDP2 over the learner group (learners/sharding.py): the optimizer trains a copy whose
         decoder layers are sharded; `model` stays whole and is refreshed after every update."""
         if self.shard.world < 2:
             raise ValueError("resources.learner_sharding: fsdp2 needs a learner group (resources.learners >= 2)")
+        if self.settings.compile:
+            raise ValueError("learner.compile does not take FSDP2-sharded weights: set learner.compile: false "
+                             "or resources.learner_sharding: replicate")
         self.train_model = sharding.shard_layers(self.model)
         self.model.requires_grad_(False)
         self.sharded = True
@@ -177,12 +207,12 @@ class PolicyTrainer:
     @torch.no_grad()
     def _prepare(self, packed: PackedBatch, lag: int) -> Prepared:
         s, mask = self.settings, packed.response_mask
-        ref_logp = self._no_grad(lambda part: response_logprobs(self.reference, part)[0], packed)
+        ref_logp = self._no_grad(lambda part: response_logprobs(self.reference, part, hidden=self.hidden)[0], packed)
         old_logp, weights = packed.old_logp, None
         if s.tis_cap is not None and lag == 0:
             # Fresh rollout: ρ's denominator is this policy as the learner computes it, and the
             # gap to what vLLM sampled from is a truncated importance weight.
-            old_logp = self._no_grad(lambda part: response_logprobs(self.model, part)[0], packed) * mask
+            old_logp = self._no_grad(lambda part: response_logprobs(self.model, part, hidden=self.hidden)[0], packed) * mask
             weights = torch.exp((old_logp - packed.old_logp).clamp(-20, 20)).clamp(max=s.tis_cap) * mask
         token_rewards = torch.zeros_like(mask)
         last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)
@@ -191,7 +221,7 @@ class PolicyTrainer:
             token_rewards = token_rewards - self.kl.beta * self.kl_fn(old_logp, ref_logp) * mask
         values = None
         if self.critic is not None:
-            values = self._no_grad(lambda part: response_values(self.critic, part), packed) * mask
+            values = self._no_grad(lambda part: response_values(self.critic, part, hidden=self.hidden), packed) * mask
         c = s.critic
         total = distributed.sum_tensor if self.shard.world > 1 else None  # batch whitening over every rank
         adv, returns = self.estimator(AdvantageInputs(token_rewards, mask, packed.group_ids, values, c.gamma, c.lam,
@@ -245,7 +275,7 @@ class PolicyTrainer:
         out: dict[str, torch.Tensor] = {}
         stats: dict[str, torch.Tensor] = {}
         if train_policy:
-            logp, entropy = response_logprobs(self.train_model, part, with_entropy=True)
+            logp, entropy = response_logprobs(self.train_model, part, with_entropy=True, hidden=self.hidden)
             weights = prep.weights[sub] if prep.weights is not None else None
             out["policy_loss"], stats = policy_loss(logp, prep.old_logp[sub], prep.advantages[sub], mask, s.clip,
                                                     s.loss_agg, norm, weights)
@@ -255,7 +285,7 @@ class PolicyTrainer:
             if s.entropy_coef > 0:
                 out["entropy_loss"] = -s.entropy_coef * aggregate(entropy, mask, s.loss_agg, norm)
         if self.critic is not None:
-            values = response_values(self.critic, part)
+            values = response_values(self.critic, part, hidden=self.hidden)
             out["value_loss"], vstats = value_loss(values, prep.old_values[sub], prep.returns[sub], mask,
                                                    s.critic.value_clip, s.loss_agg, norm)
             stats.update(vstats)
@@ -266,7 +296,7 @@ class PolicyTrainer:
         if len(prep.packed.owner) == 0:
             raise ValueError("resources.learner_sharding: fsdp2 needs every learner to own samples: "
                              "set rollout.prompts_per_step to at least resources.learners")
-        logp, _ = response_logprobs(self.train_model, prep.packed.rows(torch.tensor([0])))
+        logp, _ = response_logprobs(self.train_model, prep.packed.rows(torch.tensor([0])), hidden=self.hidden)
         (logp.sum() * 0.0).backward()
         self.idle_passes += 1
 

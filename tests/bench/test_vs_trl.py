@@ -165,3 +165,24 @@ def test_report_lines():
         "TRL alone (demo, 20 steps): 690 samples/s; held-out 70.4%")
     table = vt.fmt_table(res)
     assert "threefold/TRL" in table and "0.60x" in table.splitlines()[1]
+
+
+def test_compile_sets_both_sides_unless_trl_is_named(tmp_path, monkeypatch):
+    a = vt.parse_args([])
+    assert (a.compile, a.trl_compile) == (False, "off") and "learner.compile=true" not in a.overrides
+    c = vt.parse_args(["--compile", "--precision", "reduced"])
+    assert c.trl_compile == "on" and c.overrides[0] == "learner.compile=true" and "learner.matmul_precision=reduced" in c.overrides
+    assert vt.parse_args(["--compile", "--trl-compile", "off"]).trl_compile == "off"
+    monkeypatch.setattr(vtt, "ROOT", tmp_path)
+    monkeypatch.setattr(vtt, "TRL_DIR", tmp_path / "trl-env")
+    (tmp_path / "trl-env" / "trl").mkdir(parents=True)
+    monkeypatch.setattr(vtt.subprocess, "call", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    shared = vt.shared_settings(vt.parse_args(["--steps", "3"]))
+    seen = {}
+    for compile in (False, True):
+        work = tmp_path / str(compile)
+        work.mkdir()
+        with pytest.raises(RuntimeError, match="stop"):
+            vtt.run_trl(shared, tmp_path, work, 0, "fp32", compile)
+        seen[compile] = json.loads((work / "trl-spec.json").read_text())["kwargs"]["torch_compile"]
+    assert seen == {False: False, True: True}

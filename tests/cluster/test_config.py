@@ -52,6 +52,14 @@ def test_parity_tolerance_defaults_to_the_generators_precision(tmp_path, good):
     assert "rollout.dtype" in error_of(tmp_path, {**good, "rollout": {**good.get("rollout", {}), "dtype": "fp8"}})
 
 
+def test_learner_compile_is_off_by_default_and_refused_with_fsdp2(tmp_path, good):
+    assert load_config(write(tmp_path, good)).learner.compile is False
+    assert load_config(write(tmp_path, {**good, "learner": {"compile": True}})).learner.compile is True
+    both = {**good, "learner": {"compile": True}, "resources": {"learners": 2, "learner_sharding": "fsdp2"}}
+    msg = error_of(tmp_path, both)
+    assert "learner.compile" in msg and "learner_sharding: replicate" in msg
+
+
 def test_algorithm_defaults_follow_the_name(tmp_path, good):
     good["algorithm"] = {"name": "dr_grpo"}
     assert load_config(write(tmp_path, good)).algorithm.aggregation() == "seq_mean_token_sum_norm"
