@@ -126,7 +126,8 @@ class PolicyTrainer:
                 if why:
                     raise ValueError(f"learner.compile: the {name} model has {why}; set learner.compile: false")
             self.hidden = fast_forward.CompiledHidden()
-            self._warm_up()
+            with matmul_precision(s.matmul_precision):  # part of what the compiled graphs are specialised on
+                self._warm_up()
 
     def _warm_up(self) -> None:
         """Compile at start-up (beside the engines' own start) instead of inside the first update: a
