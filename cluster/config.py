@@ -201,7 +201,7 @@ class LearnerConfig(Section):
     matmul_precision: Literal["float32", "reduced"] = "float32"
     """Matrix products of the update (forward and backward). float32: exact. reduced: their inputs rounded to bf16 on a CPU (oneDNN, with AVX-512 BF16 or AMX) or to TF32 on an NVIDIA GPU, accumulated in fp32; weights, optimizer state, softmax, log-probs and losses stay fp32. On the 2-core box the demo's update took 15-20% less time. The parity probe and held-out scoring stay float32."""
     compile: bool = False
-    """Run the learner's forward passes (policy, reference, critic) through torch.compile: prompt and response tokens share each matrix product, and the norms, rotary embedding, SiLU and attention softmax are fused. Llama and Qwen2 models; not with learner_sharding fsdp2. The first update waits for the compilation (about 2 minutes on the 2-core box; cached on disk for later runs); on the 2-core box the demo's update then took about 25% less time. Results agree with the eager path to float rounding."""
+    """Run the learner's forward passes (policy, reference, critic) through torch.compile: prompt and response tokens share each matrix product, and the norms, rotary embedding, SiLU and attention softmax are fused. Llama and Qwen2 models; not with learner_sharding fsdp2. The learner compiles at start-up on a small made-up batch, beside the engines' own start (about 30 s more start-up on the 2-core box; inductor caches on disk for later runs); the demo's update then took about 20% less time there. Results agree with the eager path to float rounding."""
 
 
 Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
