@@ -133,8 +133,9 @@ class PolicyTrainer:
         """Compile at start-up (beside the engines' own start) instead of inside the first update: a
         forward and backward pass on a small made-up batch, whose gradients are then dropped."""
         vocab = self.model.config.vocab_size
-        ids = lambda *shape: (torch.arange(torch.Size(shape).numel()) % vocab).view(shape).clone()  # not a view: dynamo guards on that
-        owner = torch.tensor([0, 0, 1, 1, 2, 2, 2])  # sizes all different: equal ones would be traced as one
+        # fresh tensors, not views (dynamo guards on that), and every size different (equal ones share a symbol)
+        ids = lambda *shape: (torch.arange(torch.Size(shape).numel()) % vocab).view(shape).clone()
+        owner = torch.tensor([0, 0, 1, 1, 2, 2, 2])
         tiny = PackedBatch(ids(3, 5), torch.tensor([5, 3, 4]), owner, ids(7, 6), torch.ones(7, 6), torch.zeros(7, 6),
                            torch.zeros(7), owner).to(self.device)
         for model in [self.model] + [self.critic] * (self.critic is not None):
